@@ -1,0 +1,54 @@
+# Conveyor: `make run` to try it, `make test` to check it. Both set everything up.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test install lint format typecheck unit stack-up stack-down stack-status migrate bench clean
+
+run: stack-up install  ## stack up, install, migrate, then API + worker in the foreground
+	$(BIN)/conveyor migrate
+	$(BIN)/conveyor dev
+
+test: stack-up install lint typecheck  ## stack up, install, ruff, mypy, the whole pytest suite
+	$(BIN)/pytest
+
+unit: install  ## the pure unit tests only: no services needed
+	$(BIN)/pytest tests/unit -q
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: install
+	$(BIN)/mypy
+
+stack-up:
+	$(PYTHON) stack/stack.py up
+
+stack-down:
+	$(PYTHON) stack/stack.py down
+
+stack-status:
+	$(PYTHON) stack/stack.py status
+
+migrate: stack-up install
+	$(BIN)/conveyor migrate
+
+bench: stack-up install
+	$(BIN)/python bench/decide.py
+
+clean: stack-down
+	rm -rf $(VENV) .stack .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,58 @@
+"""Alembic environment: runs migrations on Conveyor's async engine.
+
+Programmatic callers (``engine.store.migrations``) pass an open connection in
+``config.attributes["connection"]``; the ``alembic`` command line builds an engine from
+the settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from alembic import context
+from engine.settings import Settings
+from engine.store.database import create_engine
+
+config = context.config
+
+
+def _run(connection: Connection) -> None:
+    schema = connection.info.get("conveyor_schema")
+    context.configure(
+        connection=connection,
+        target_metadata=None,
+        version_table_schema=schema,
+        transaction_per_migration=False,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def _run_async() -> None:
+    settings = Settings()
+    engine = create_engine(settings, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            if settings.database_schema:
+                await conn.execute(
+                    text(f'create schema if not exists "{settings.database_schema}"')
+                )
+                await conn.commit()
+            conn.info["conveyor_schema"] = settings.database_schema
+            await conn.run_sync(_run)
+            await conn.commit()
+    finally:
+        await engine.dispose()
+
+
+if context.is_offline_mode():
+    raise SystemExit("offline (--sql) migrations are not supported; run `conveyor migrate`")
+
+connection = config.attributes.get("connection")
+if connection is None:
+    asyncio.run(_run_async())
+else:
+    _run(connection)

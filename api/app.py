@@ -1,0 +1,91 @@
+"""The Sanic application factory.
+
+Listeners open and close the process's resources (database engine, Kafka producer and
+probe); nothing is built at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from sanic import Sanic
+from sanic.config import Config
+
+from api.health import bp as health_bp
+from api.problems import ProblemErrorHandler
+from engine.messaging.clients import KafkaProbe, create_producer
+from engine.observability import configure_logging, configure_sentry, get_logger
+from engine.settings import Settings
+from engine.store.database import create_engine
+
+log = get_logger("conveyor.api")
+
+
+def _dumps(obj: Any) -> str:
+    return orjson.dumps(obj).decode()
+
+
+def create_app(
+    settings: Settings | None = None, *, with_worker: bool = False, name: str = "conveyor"
+) -> Sanic[Config, Any]:
+    """Build the HTTP API. ``settings`` defaults to the environment's.
+
+    ``with_worker`` also runs a worker in the same process (``conveyor dev``).
+    """
+    settings = settings or Settings()
+    configure_logging(settings)
+    configure_sentry(settings, component="api")
+    app: Sanic[Config, Any] = Sanic(
+        name, dumps=_dumps, error_handler=ProblemErrorHandler(), configure_logging=False
+    )
+    app.config.REQUEST_MAX_SIZE = 1_000_000
+    app.config.FALLBACK_ERROR_FORMAT = "json"
+    app.ctx.settings = settings
+    app.blueprint(health_bp)
+
+    @app.before_server_start
+    async def open_resources(app: Sanic[Config, Any]) -> None:
+        app.ctx.db = create_engine(settings)
+        app.ctx.kafka_probe = KafkaProbe(settings)
+        app.ctx.producer = create_producer(settings)
+        app.ctx.producer_task = asyncio.create_task(_start_producer(app))
+        app.ctx.worker_task = None
+        if with_worker:
+            from engine.worker import run_worker
+
+            app.ctx.worker_stop = asyncio.Event()
+            app.ctx.worker_task = asyncio.create_task(
+                run_worker(settings, stop=app.ctx.worker_stop, install_signals=False)
+            )
+
+    @app.after_server_stop
+    async def close_resources(app: Sanic[Config, Any]) -> None:
+        if app.ctx.worker_task is not None:
+            app.ctx.worker_stop.set()
+            await asyncio.gather(app.ctx.worker_task, return_exceptions=True)
+        app.ctx.producer_task.cancel()
+        await asyncio.gather(app.ctx.producer_task, return_exceptions=True)
+        await app.ctx.producer.stop()
+        await app.ctx.kafka_probe.close()
+        await app.ctx.db.dispose()
+
+    return app
+
+
+async def _start_producer(app: Sanic[Config, Any]) -> None:
+    """Start the producer, retrying while Kafka is down, so the API itself can start."""
+    delay = 0.5
+    while True:
+        try:
+            await app.ctx.producer.start()
+            log.info("kafka producer started")
+            app.ctx.producer_ready = True
+            return
+        except Exception as exc:  # Kafka may come up later; /ready reports it meanwhile
+            log.warning("kafka producer not started; retrying", error=str(exc), delay=delay)
+            await app.ctx.producer.stop()
+            app.ctx.producer = create_producer(app.ctx.settings)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)

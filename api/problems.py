@@ -1,0 +1,74 @@
+"""RFC 9457 problem+json answers for every error the API returns."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from sanic import HTTPResponse, Request
+from sanic.exceptions import SanicException
+from sanic.handlers import ErrorHandler
+
+from engine.errors import ConveyorError
+from engine.observability import get_logger
+
+PROBLEM_JSON = "application/problem+json"
+log = get_logger("conveyor.api")
+
+
+def problem(
+    status: int,
+    title: str | None = None,
+    detail: str | None = None,
+    *,
+    type_: str = "about:blank",
+    instance: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extensions: Any,
+) -> HTTPResponse:
+    body: dict[str, Any] = {
+        "type": type_,
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+    }
+    if detail:
+        body["detail"] = detail
+    if instance:
+        body["instance"] = instance
+    body.update({k: v for k, v in extensions.items() if v is not None})
+    return HTTPResponse(
+        orjson.dumps(body), status=status, headers=headers, content_type=PROBLEM_JSON
+    )
+
+
+class ProblemErrorHandler(ErrorHandler):
+    """Turns every exception into problem+json; never leaks a stack trace or internals."""
+
+    def default(self, request: Request, exception: Exception) -> HTTPResponse:
+        path = request.path if request else None
+        if isinstance(exception, ConveyorError):
+            if exception.status_code >= 500:
+                log.error("request failed", error=str(exception), exc_info=exception)
+            return problem(
+                exception.status_code,
+                exception.title,
+                str(exception) or None,
+                type_=exception.problem_type,
+                instance=path,
+                **getattr(exception, "extensions", {}),
+            )
+        if isinstance(exception, SanicException):
+            status = int(exception.status_code)
+            if status >= 500:
+                log.error("request failed", exc_info=exception)
+                return problem(status, instance=path)
+            return problem(
+                status,
+                detail=str(exception) or None,
+                instance=path,
+                headers=dict(getattr(exception, "headers", None) or {}) or None,
+            )
+        # Unexpected: report it (Sentry's Sanic integration sees it), answer a bare 500.
+        log.error("unhandled error", exc_info=exception)
+        return problem(500, detail="An unexpected error occurred.", instance=path)

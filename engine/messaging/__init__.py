@@ -1,0 +1,1 @@
+"""Kafka: clients, the CloudEvents codec, the worker and the outbox relay."""

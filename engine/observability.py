@@ -1,0 +1,97 @@
+"""Logging (structlog) and error reporting (sentry-sdk), configured once per process."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import orjson
+import structlog
+
+from engine.settings import Settings
+
+_configured = False
+
+
+def _orjson_dumps(obj: Any, default: Any = None) -> str:
+    return orjson.dumps(obj, default=default or str).decode()
+
+
+def configure_logging(settings: Settings, *, force: bool = False) -> None:
+    """Configure structlog and route the standard library's loggers through it.
+
+    ``console`` renders readable lines for development; ``json`` writes one JSON object
+    per line for production. Context bound with ``structlog.contextvars`` (request id,
+    workflow, instance) appears on every line logged while it is bound.
+    """
+    global _configured
+    if _configured and not force:
+        return
+    level = logging.getLevelNamesMapping()[settings.log_level]
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+    ]
+    renderer: structlog.types.Processor
+    if settings.log_format == "json":
+        shared.append(structlog.processors.dict_tracebacks)
+        renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Chatty libraries stay at WARNING unless we debug.
+    for name in ("aiokafka", "sqlalchemy.engine", "asyncio", "alembic.runtime.plugins"):
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
+    for name in ("sanic.root", "sanic.error", "sanic.access", "sanic.server"):
+        lib_logger = logging.getLogger(name)
+        lib_logger.handlers[:] = []
+        lib_logger.propagate = True
+    _configured = True
+
+
+def configure_sentry(settings: Settings, *, component: str) -> bool:
+    """Initialise sentry-sdk when a DSN is set; return whether it is on."""
+    if not settings.sentry_dsn:
+        return False
+    import sentry_sdk
+    from sentry_sdk.integrations.asyncio import AsyncioIntegration
+    from sentry_sdk.integrations.sanic import SanicIntegration
+    from sentry_sdk.integrations.sqlalchemy import SqlalchemyIntegration
+
+    sentry_sdk.init(
+        dsn=settings.sentry_dsn,
+        environment=settings.sentry_environment,
+        traces_sample_rate=settings.sentry_traces_sample_rate,
+        integrations=[SanicIntegration(), AsyncioIntegration(), SqlalchemyIntegration()],
+        send_default_pii=False,
+    )
+    sentry_sdk.set_tag("component", component)
+    return True
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
+    return logger

@@ -1,0 +1,67 @@
+"""Typed settings, read from ``CONVEYOR_*`` environment variables.
+
+Built by entry points (CLI, app factory, tests), never at import time.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything Conveyor reads from its environment. Defaults match the local stack."""
+
+    model_config = SettingsConfigDict(env_prefix="CONVEYOR_", extra="ignore", frozen=True)
+
+    database_url: str = Field(
+        "postgresql+asyncpg://conveyor:conveyor@127.0.0.1:5432/conveyor",
+        description="SQLAlchemy URL of the PostgreSQL database (asyncpg driver).",
+    )
+    database_schema: str | None = Field(
+        None, description="Schema to use instead of public (search_path); made by migrate."
+    )
+    database_pool_size: int = Field(10, ge=1, le=200, description="Connections per process.")
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Comma-separated Kafka bootstrap servers."
+    )
+    topic_prefix: str = Field("conveyor", description="Prefix of every topic Conveyor owns.")
+    consumer_group: str = Field("conveyor-workers", description="Kafka consumer group of workers.")
+    workflow_modules: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["workflows"],
+        description="Comma-separated modules or packages to load workflows from.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO")
+    log_format: Literal["console", "json"] = Field(
+        "console", description="console: readable, for development; json: one object a line."
+    )
+    sentry_dsn: str | None = Field(None, description="Sentry DSN; Sentry is off when unset.")
+    sentry_environment: str = Field("development")
+    sentry_traces_sample_rate: float = Field(0.0, ge=0.0, le=1.0)
+    http_host: str = Field("127.0.0.1", description="Address the HTTP API binds to.")
+    http_port: int = Field(8000, ge=0, le=65535)
+    http_workers: int = Field(1, ge=1, le=64, description="Sanic worker processes.")
+    ready_timeout_seconds: float = Field(
+        2.0, gt=0, description="Time each readiness check may take before it counts as down."
+    )
+
+    @field_validator("workflow_modules", mode="before")
+    @classmethod
+    def _split_modules(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        if value.startswith(("postgresql://", "postgres://")):
+            return "postgresql+asyncpg://" + value.split("://", 1)[1]
+        if not value.startswith("postgresql+asyncpg://"):
+            raise ValueError("database_url must be a postgresql+asyncpg:// URL")
+        return value
+
+    def kafka_servers(self) -> list[str]:
+        return [s.strip() for s in self.kafka_bootstrap_servers.split(",") if s.strip()]

@@ -1,0 +1,1 @@
+"""Persistence: the database engine, tables and repositories."""

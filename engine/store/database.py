@@ -1,0 +1,36 @@
+"""The async SQLAlchemy engine (asyncpg) and a readiness probe."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from engine.errors import DependencyUnavailable
+from engine.settings import Settings
+
+
+def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncEngine:
+    """Build the process's engine. Call from an entry point or listener, never at import."""
+    server_settings = {"application_name": "conveyor"}
+    if settings.database_schema:
+        server_settings["search_path"] = settings.database_schema
+    return create_async_engine(
+        settings.database_url,
+        pool_size=pool_size or settings.database_pool_size,
+        max_overflow=0,
+        pool_pre_ping=False,
+        pool_timeout=10,
+        connect_args={"server_settings": server_settings, "timeout": 5},
+    )
+
+
+async def ping(engine: AsyncEngine, timeout: float) -> None:
+    """Run ``SELECT 1``; raise DependencyUnavailable when PostgreSQL does not answer in time."""
+    try:
+        async with asyncio.timeout(timeout):
+            async with engine.connect() as conn:
+                await conn.execute(text("select 1"))
+    except Exception as exc:  # any failure to answer means "down"; the reason is kept
+        raise DependencyUnavailable(f"postgresql: {type(exc).__name__}: {exc}".strip()) from exc
