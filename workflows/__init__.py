@@ -1,0 +1,1 @@
+"""Conveyor's commerce workflows; `engine.registry.load_workflows(["workflows"])` finds them."""
