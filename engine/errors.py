@@ -7,6 +7,9 @@ the message).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 
 class ConveyorError(Exception):
     """Base of every error Conveyor raises on purpose."""
@@ -50,3 +53,41 @@ class UnknownState(ConveyorError):
     """A snapshot names a state the workflow definition does not declare (version drift)."""
 
     title = "Unknown workflow state"
+
+
+class InstanceNotFound(NotFound):
+    title = "Instance not found"
+
+
+class InstanceConflict(ConveyorError):
+    """The business key already belongs to an instance from a different start."""
+
+    status_code = 409
+    title = "Instance already exists"
+
+
+class InvalidRequest(ConveyorError):
+    status_code = 400
+    title = "Invalid request"
+
+
+class InvalidState(ConveyorError):
+    """An operation does not apply to the instance's status (retry an active instance)."""
+
+    status_code = 409
+    title = "Operation not allowed in this status"
+
+
+class PayloadInvalid(ConveyorError):
+    """Data or an event payload failed its schema; ``errors`` names each field."""
+
+    status_code = 422
+    title = "Invalid payload"
+
+    def __init__(self, message: str, field_errors: Sequence[Any] = ()) -> None:
+        super().__init__(message)
+        self.field_errors = tuple(field_errors)
+
+    @property
+    def extensions(self) -> dict[str, Any]:
+        return {"errors": [{"path": f.path, "message": f.message} for f in self.field_errors]}
