@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 
+from alembic import context
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from alembic import context
 from engine.settings import Settings
 from engine.store.database import create_engine
 

@@ -8,9 +8,8 @@ Create Date: 2026-11-29
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql as pg
-
 from alembic import op
+from sqlalchemy.dialects import postgresql as pg
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -103,6 +102,9 @@ def upgrade() -> None:
         sa.Column("name", sa.Text, nullable=False),
         sa.Column("state", sa.Text, nullable=False),
         sa.Column("due_at", sa.TIMESTAMP(timezone=True), nullable=False),
+        # A scheduler's lease: set when claimed, so that a crashed scheduler's timers
+        # become claimable again once it expires.
+        sa.Column("claimed_until", sa.TIMESTAMP(timezone=True), nullable=True),
         sa.Column("created_at", sa.TIMESTAMP(timezone=True), nullable=False, server_default=NOW),
         sa.UniqueConstraint("instance_id", "name", name="timers_instance_name"),
     )

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -34,3 +37,26 @@ async def ping(engine: AsyncEngine, timeout: float) -> None:
                 await conn.execute(text("select 1"))
     except Exception as exc:  # any failure to answer means "down"; the reason is kept
         raise DependencyUnavailable(f"postgresql: {type(exc).__name__}: {exc}".strip()) from exc
+
+
+@asynccontextmanager
+async def driver_transaction(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection's asyncpg driver inside one transaction (the hot path).
+
+    SQLAlchemy owns the pool; the hot path talks to asyncpg directly so that each
+    set-based statement is prepared once per connection and costs one round trip.
+    """
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        driver: asyncpg.Connection = raw.driver_connection
+        async with driver.transaction():
+            yield driver
+
+
+@asynccontextmanager
+async def driver_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection's asyncpg driver, outside any explicit transaction (reads)."""
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        driver: asyncpg.Connection = raw.driver_connection
+        yield driver

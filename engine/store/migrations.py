@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from alembic import command
 from alembic.config import Config
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from alembic import command
 from engine.settings import Settings
 from engine.store.database import create_engine
 

@@ -76,4 +76,4 @@ async def test_migrate_twice_is_a_no_op(settings: Settings) -> None:
             ).scalar_one()
     finally:
         await engine.dispose()
-    assert version == "0001"
+    assert version == "0002"

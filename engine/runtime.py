@@ -1,0 +1,905 @@
+"""The durable runtime: load, decide, persist, in one transaction per batch.
+
+The shell around the pure step. For a batch of triggers (one HTTP event, or a Kafka
+``getmany`` worth for many instances) it:
+
+1. locks the instances in id order (``SELECT ... FOR UPDATE``: one trigger at a time per
+   instance, no deadlocks between batches);
+2. skips event ids already in the inbox (a delivered-again event has no second effect) and
+   timers that were cancelled or fired meanwhile;
+3. runs :func:`engine.decide.decide` for each trigger in order, chaining the snapshots of
+   an instance through the batch;
+4. writes the new states, history, inbox, outbox messages and timers with one set-based
+   statement, and commits.
+
+A guard, action or hook that raises leaves nothing half-applied: its trigger is left out
+of the batch's writes (and the instance's later triggers in the batch are deferred). The
+runtime then retries it following the transition's :class:`~engine.dsl.RetryPolicy`, and
+after the last attempt marks the instance failed with the error in its history; an
+operator's :meth:`Runtime.retry` re-applies the failed event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import orjson
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from engine.decide import (
+    ActionFailed,
+    Decision,
+    EventTrigger,
+    Rejection,
+    Snapshot,
+    TimerTrigger,
+    decide,
+    initial_decision,
+)
+from engine.errors import (
+    InstanceConflict,
+    InstanceNotFound,
+    InvalidRequest,
+    InvalidState,
+    PayloadInvalid,
+)
+from engine.model import (
+    Event,
+    HistoryRecord,
+    Instance,
+    InstanceStatus,
+    Outcome,
+    OutcomeStatus,
+    Page,
+    StartResult,
+    TimerFiring,
+)
+from engine.observability import get_logger
+from engine.registry import Registry
+from engine.store import statements as sql
+from engine.store.database import driver_connection, driver_transaction
+from engine.store.writeset import InstanceUpdate, Topics, WriteSet
+
+log = get_logger("conveyor.runtime")
+
+Clock = Callable[[], datetime]
+Trigger = Event | TimerFiring
+
+TRANSIENT_ERRORS = (
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.SerializationError,
+    # Two transactions recorded the same event id at once; the retry sees it as a duplicate.
+    asyncpg.exceptions.UniqueViolationError,
+)
+TRANSACTION_ATTEMPTS = 5
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class _Working:
+    """An instance's state while a batch runs through it."""
+
+    instance: Instance
+    state: str
+    data: Mapping[str, Any]
+    status: InstanceStatus
+    revision: int
+    entered: datetime | None = None
+    error: Mapping[str, Any] | None = None
+    changed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Result:
+    outcome: Outcome
+    failure: ActionFailed | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceFilter:
+    """Filters for :meth:`Runtime.list_instances`; all optional, combined with AND."""
+
+    workflow: str | None = None
+    state: str | None = None
+    status: InstanceStatus | None = None
+    business_key_prefix: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    updated_after: datetime | None = None
+    updated_before: datetime | None = None
+
+
+class Runtime:
+    """Starts instances and applies events and timers to them, durably."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        registry: Registry,
+        *,
+        topic_prefix: str = "conveyor",
+        clock: Clock = utc_now,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+    ) -> None:
+        self.engine = engine
+        self.registry = registry
+        self.topics = Topics.for_prefix(topic_prefix)
+        self.clock = clock
+        self._sleep = sleep
+
+    # ------------------------------------------------------------------ start
+
+    async def start(
+        self,
+        workflow: str,
+        business_key: str,
+        data: Mapping[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        version: int | None = None,
+        source: str = "api",
+        request_id: str | None = None,
+    ) -> StartResult:
+        """Start an instance; the same ``idempotency_key`` returns the same instance.
+
+        Raises InstanceConflict when ``business_key`` belongs to an instance from a
+        different start, PayloadInvalid when ``data`` fails the data schema.
+        """
+        if not business_key:
+            raise InvalidRequest("business_key must not be empty")
+        definition = self.registry.get(workflow, version)
+        spec = definition.spec
+        instance_id = uuid.uuid4()
+        now = self.clock()
+        decision = await initial_decision(definition, data, event_id=str(instance_id), now=now)
+        if isinstance(decision, Rejection):
+            raise PayloadInvalid(decision.message, decision.field_errors)
+        for attempt in range(TRANSACTION_ATTEMPTS):
+            try:
+                async with driver_transaction(self.engine) as conn:
+                    row = await conn.fetchrow(
+                        sql.INSERT_INSTANCE,
+                        instance_id,
+                        spec.name,
+                        spec.version,
+                        business_key,
+                        decision.to_state,
+                        orjson.dumps(decision.data).decode(),
+                        InstanceStatus.ACTIVE.value,
+                        idempotency_key,
+                        now,
+                    )
+                    if row is None:
+                        existing = await conn.fetchrow(
+                            sql.FIND_FOR_START, spec.name, business_key, idempotency_key
+                        )
+                        if existing is None:  # deleted between the two statements
+                            raise asyncpg.exceptions.SerializationError("retry start")
+                        return self._existing_start(existing, business_key, idempotency_key)
+                    instance = _instance(row)
+                    writes = WriteSet(now, self.topics)
+                    self._record_decision(writes, instance, decision, 1, source, request_id, {})
+                    await conn.fetchrow(sql.APPLY, *writes.params())
+                log.info(
+                    "instance started",
+                    workflow=spec.name,
+                    instance_id=str(instance.id),
+                    business_key=business_key,
+                    state=instance.state,
+                )
+                return StartResult(instance, created=True)
+            except TRANSIENT_ERRORS:
+                if attempt == TRANSACTION_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _existing_start(
+        row: asyncpg.Record, business_key: str, idempotency_key: str | None
+    ) -> StartResult:
+        instance = _instance(row)
+        if idempotency_key is not None and row["start_key"] == idempotency_key:
+            if instance.business_key != business_key:
+                raise InstanceConflict(
+                    f"idempotency key {idempotency_key!r} was used to start "
+                    f"{instance.workflow} {instance.business_key!r}, not {business_key!r}"
+                )
+            return StartResult(instance, created=False)
+        raise InstanceConflict(
+            f"{instance.workflow} {business_key!r} already exists (instance {instance.id})"
+        )
+
+    # ------------------------------------------------------------------ events
+
+    async def send(self, event: Event) -> Outcome:
+        """Apply one event, retrying a failing action per its policy."""
+        (result,) = await self._apply([event])
+        if result.failure is None:
+            return result.outcome
+        return await self._retry_failed(event, result.failure)
+
+    async def send_many(self, events: Sequence[Event]) -> list[Outcome]:
+        """Apply many events (for many instances) in one transaction, in order per instance.
+
+        Events whose action raised, and the later events of the same instance, are then
+        applied one by one with their retry policy, so a failing instance never holds up
+        the others and never loses the order of its own events.
+        """
+        results = await self._apply(list(events))
+        outcomes = [r.outcome for r in results]
+        pending = [i for i, r in enumerate(results) if r.outcome.status in ("failed", "deferred")]
+        for index in pending:
+            result = results[index]
+            event = events[index]
+            if result.failure is not None:
+                outcomes[index] = await self._retry_failed(event, result.failure)
+            else:
+                outcomes[index] = await self.send(event)
+        return outcomes
+
+    async def fire_timers(self, firings: Sequence[TimerFiring]) -> list[Outcome]:
+        """Fire due timers through the same path as events; the timer id is the event id."""
+        results = await self._apply(list(firings))
+        outcomes = [r.outcome for r in results]
+        for index, result in enumerate(results):
+            if result.outcome.status in ("failed", "deferred"):
+                outcomes[index] = await self._retry_trigger(firings[index], result)
+        return outcomes
+
+    async def _retry_trigger(self, trigger: Trigger, result: _Result) -> Outcome:
+        if result.failure is None:
+            (result,) = await self._apply([trigger])
+            if result.failure is None:
+                return result.outcome
+        return await self._retry_failed(trigger, result.failure)
+
+    async def _retry_failed(self, trigger: Trigger, failure: ActionFailed) -> Outcome:
+        attempt = 1
+        while attempt < failure.retry.attempts:
+            delay = failure.retry.backoff(attempt).total_seconds()
+            log.warning(
+                "action failed; retrying",
+                event_id=trigger.event_id,
+                attempt=attempt,
+                delay=delay,
+                error=str(failure),
+            )
+            await self._sleep(delay)
+            attempt += 1
+            (result,) = await self._apply([trigger])
+            if result.failure is None:
+                return result.outcome
+            failure = result.failure
+        return await self._mark_failed(trigger, failure, attempt)
+
+    async def _mark_failed(self, trigger: Trigger, failure: ActionFailed, attempts: int) -> Outcome:
+        """After the last attempt: the instance is failed, with the error in its history."""
+        event_type = trigger.type if isinstance(trigger, Event) else trigger.name
+        payload = dict(trigger.payload) if isinstance(trigger, Event) else {}
+        source = trigger.source if isinstance(trigger, Event) else "timer"
+        request_id = trigger.request_id if isinstance(trigger, Event) else None
+        async with driver_transaction(self.engine) as conn:
+            instance_id = await self._resolve_one(conn, trigger)
+            rows = await conn.fetch(sql.LOCK_INSTANCES, [instance_id])
+            if not rows:
+                return Outcome(trigger.event_id, "not_found")
+            instance = _instance(rows[0])
+            seen = await conn.fetch(sql.SEEN_EVENTS_AND_LIVE_TIMERS, [trigger.event_id], [])
+            if seen:
+                return Outcome(trigger.event_id, "duplicate", instance.id)
+            now = self.clock()
+            error = {
+                "event_id": trigger.event_id,
+                "event_type": event_type,
+                "payload": payload,
+                "source": source,
+                "trigger": "event" if isinstance(trigger, Event) else "timer",
+                "timer": _timer_json(trigger) if isinstance(trigger, TimerFiring) else None,
+                "transition": failure.transition,
+                "state": failure.state,
+                "error": str(failure),
+                "attempts": attempts,
+                "failed_at": now.isoformat(),
+            }
+            revision = instance.revision + 1
+            writes = WriteSet(now, self.topics)
+            writes.update(
+                instance.id,
+                InstanceUpdate(
+                    instance.state,
+                    instance.data,
+                    InstanceStatus.FAILED.value,
+                    revision,
+                    None,
+                    error,
+                ),
+            )
+            writes.history(
+                instance.id,
+                revision,
+                trigger.event_id,
+                event_type,
+                source,
+                instance.state,
+                None,
+                failure.transition,
+                payload,
+                "failed",
+                str(failure),
+                request_id,
+            )
+            writes.inbox(trigger.event_id, instance.id, "failed")
+            writes.state_changed(
+                instance_id=instance.id,
+                workflow=instance.workflow,
+                version=instance.version,
+                business_key=instance.business_key,
+                from_state=instance.state,
+                to_state=instance.state,
+                status=InstanceStatus.FAILED.value,
+                revision=revision,
+                event_id=trigger.event_id,
+                event_type=event_type,
+                request_id=request_id,
+            )
+            await conn.fetchrow(sql.APPLY, *writes.params())
+        log.error(
+            "instance failed",
+            instance_id=str(instance.id),
+            workflow=instance.workflow,
+            event_id=trigger.event_id,
+            error=str(failure),
+            attempts=attempts,
+        )
+        return Outcome(
+            trigger.event_id,
+            "failed",
+            instance.id,
+            instance.state,
+            None,
+            revision,
+            error=str(failure),
+        )
+
+    async def _resolve_one(self, conn: asyncpg.Connection, trigger: Trigger) -> uuid.UUID | None:
+        if isinstance(trigger, TimerFiring):
+            return trigger.instance_id
+        if trigger.instance_id is not None:
+            return trigger.instance_id
+        rows = await conn.fetch(
+            sql.RESOLVE_BUSINESS_KEYS, [trigger.workflow], [trigger.business_key]
+        )
+        return rows[0]["id"] if rows else None
+
+    # ------------------------------------------------------------------ the batch
+
+    async def _apply(self, triggers: Sequence[Trigger]) -> list[_Result]:
+        for attempt in range(TRANSACTION_ATTEMPTS):
+            try:
+                async with driver_transaction(self.engine) as conn:
+                    return await self._apply_locked(conn, triggers)
+            except TRANSIENT_ERRORS as exc:
+                if attempt == TRANSACTION_ATTEMPTS - 1:
+                    raise
+                log.info("transaction conflict; retrying the batch", error=type(exc).__name__)
+        raise AssertionError("unreachable")
+
+    async def _apply_locked(
+        self, conn: asyncpg.Connection, triggers: Sequence[Trigger]
+    ) -> list[_Result]:
+        targets = await self._targets(conn, triggers)
+        rows = await conn.fetch(sql.LOCK_INSTANCES, sorted({t for t in targets if t}))
+        working = {row["id"]: _working(_instance(row)) for row in rows}
+        seen_rows = await conn.fetch(
+            sql.SEEN_EVENTS_AND_LIVE_TIMERS,
+            [t.event_id for t in triggers],
+            [t.timer_id for t in triggers if isinstance(t, TimerFiring)],
+        )
+        seen = {r["id"] for r in seen_rows if r["kind"] == "e"}
+        live_timers = {r["id"] for r in seen_rows if r["kind"] == "t"}
+        now = self.clock()
+        writes = WriteSet(now, self.topics)
+        blocked: set[uuid.UUID] = set()
+        results: list[_Result] = []
+        for trigger, target in zip(triggers, targets, strict=True):
+            event_id = trigger.event_id
+            if event_id in seen:
+                results.append(_Result(Outcome(event_id, "duplicate", target)))
+                continue
+            current = working.get(target) if target is not None else None
+            if current is None:
+                results.append(_Result(Outcome(event_id, "not_found")))
+                continue
+            if target in blocked:
+                results.append(_Result(Outcome(event_id, "deferred", target)))
+                continue
+            if isinstance(trigger, TimerFiring) and event_id not in live_timers:
+                results.append(_Result(Outcome(event_id, "stale", target)))
+                continue
+            try:
+                result = await self._decide_one(writes, current, trigger, now)
+            except ActionFailed as failure:
+                blocked.add(current.instance.id)
+                results.append(
+                    _Result(
+                        Outcome(event_id, "failed", current.instance.id, error=str(failure)),
+                        failure,
+                    )
+                )
+                continue
+            seen.add(event_id)
+            results.append(_Result(result))
+        for item in working.values():
+            if item.changed:
+                writes.update(
+                    item.instance.id,
+                    InstanceUpdate(
+                        item.state,
+                        item.data,
+                        item.status.value,
+                        item.revision,
+                        item.entered,
+                        item.error,
+                    ),
+                )
+        if writes:
+            await conn.fetchrow(sql.APPLY, *writes.params())
+        return results
+
+    async def _targets(
+        self, conn: asyncpg.Connection, triggers: Sequence[Trigger]
+    ) -> list[uuid.UUID | None]:
+        keyed = {
+            (t.workflow, t.business_key)
+            for t in triggers
+            if isinstance(t, Event) and t.instance_id is None
+        }
+        by_key: dict[tuple[str, str], uuid.UUID] = {}
+        if keyed:
+            pairs = sorted(keyed)
+            rows = await conn.fetch(
+                sql.RESOLVE_BUSINESS_KEYS, [p[0] for p in pairs], [p[1] for p in pairs]
+            )
+            by_key = {(r["workflow"], r["business_key"]): r["id"] for r in rows}
+        targets: list[uuid.UUID | None] = []
+        for t in triggers:
+            if isinstance(t, TimerFiring) or t.instance_id is not None:
+                targets.append(t.instance_id)
+            else:
+                targets.append(by_key.get((t.workflow, t.business_key)))  # type: ignore[arg-type]
+        return targets
+
+    async def _decide_one(
+        self, writes: WriteSet, current: _Working, trigger: Trigger, now: datetime
+    ) -> Outcome:
+        instance = current.instance
+        event_id = trigger.event_id
+        payload: Mapping[str, Any]
+        source: str
+        request_id: str | None
+        if isinstance(trigger, TimerFiring):
+            decide_trigger: EventTrigger | TimerTrigger = TimerTrigger(
+                event_id, trigger.name, trigger.state
+            )
+            event_type, payload, source, request_id = trigger.name, {}, "timer", None
+        else:
+            decide_trigger = EventTrigger(event_id, trigger.type, trigger.payload, trigger.source)
+            event_type, payload = trigger.type, trigger.payload
+            source, request_id = trigger.source, trigger.request_id
+        if current.status is not InstanceStatus.ACTIVE:
+            message = (
+                f"{instance.workflow} v{instance.version}: instance {instance.business_key!r} is "
+                f"{current.status.value}; events no longer apply"
+                + ("; retry it first" if current.status is InstanceStatus.FAILED else "")
+            )
+            rejection = Rejection("inactive", message, (), (), event_id, event_type, current.state)
+            return self._record_rejection(
+                writes, current, trigger, rejection, event_type, payload, source, request_id
+            )
+        definition = self.registry.get(instance.workflow, instance.version)
+        snapshot = Snapshot(current.state, current.data, current.revision)
+        decision = await decide(definition, snapshot, decide_trigger, now)
+        if isinstance(decision, Rejection):
+            if isinstance(trigger, TimerFiring):
+                writes.cancel_timer(instance.id, trigger.name)
+            return self._record_rejection(
+                writes, current, trigger, decision, event_type, payload, source, request_id
+            )
+        revision = current.revision + 1
+        self._record_decision(
+            writes,
+            instance,
+            decision,
+            revision,
+            source,
+            request_id,
+            payload,
+            fired_timer=trigger.name if isinstance(trigger, TimerFiring) else None,
+        )
+        current.state = decision.to_state
+        current.data = decision.data
+        current.revision = revision
+        current.changed = True
+        if decision.from_state != decision.to_state or decision.timers_to_cancel:
+            current.entered = now
+        if decision.finished:
+            current.status = InstanceStatus.COMPLETED
+        return Outcome(
+            event_id, "applied", instance.id, decision.from_state, decision.to_state, revision
+        )
+
+    def _record_decision(
+        self,
+        writes: WriteSet,
+        instance: Instance,
+        decision: Decision,
+        revision: int,
+        source: str,
+        request_id: str | None,
+        payload: Mapping[str, Any],
+        *,
+        fired_timer: str | None = None,
+    ) -> None:
+        event_id = decision.history.event_id
+        status = (InstanceStatus.COMPLETED if decision.finished else InstanceStatus.ACTIVE).value
+        writes.history(
+            instance.id,
+            revision,
+            event_id,
+            decision.history.event_type,
+            source,
+            decision.from_state or None,
+            decision.to_state,
+            decision.transition,
+            payload,
+            "started" if decision.history.trigger_type == "start" else "applied",
+            None,
+            request_id,
+        )
+        if decision.history.trigger_type != "start":
+            writes.inbox(event_id, instance.id, "applied")
+        if fired_timer is not None:
+            writes.cancel_timer(instance.id, fired_timer)
+        for name in decision.timers_to_cancel:
+            writes.cancel_timer(instance.id, name)
+        for timer in decision.timers_to_set:
+            writes.set_timer(instance.id, event_id, timer)
+        writes.publish(
+            instance_id=instance.id,
+            workflow=instance.workflow,
+            version=instance.version,
+            business_key=instance.business_key,
+            messages=decision.outbound,
+            request_id=request_id,
+        )
+        writes.state_changed(
+            instance_id=instance.id,
+            workflow=instance.workflow,
+            version=instance.version,
+            business_key=instance.business_key,
+            from_state=decision.from_state or None,
+            to_state=decision.to_state,
+            status=status,
+            revision=revision,
+            event_id=event_id,
+            event_type=decision.history.event_type,
+            request_id=request_id,
+        )
+
+    def _record_rejection(
+        self,
+        writes: WriteSet,
+        current: _Working,
+        trigger: Trigger,
+        rejection: Rejection,
+        event_type: str,
+        payload: Mapping[str, Any],
+        source: str,
+        request_id: str | None,
+    ) -> Outcome:
+        instance = current.instance
+        writes.history(
+            instance.id,
+            current.revision,
+            trigger.event_id,
+            event_type,
+            source,
+            current.state,
+            None,
+            None,
+            payload,
+            "rejected",
+            rejection.message,
+            request_id,
+        )
+        writes.inbox(trigger.event_id, instance.id, "rejected")
+        status: OutcomeStatus = "stale" if rejection.reason == "stale_timer" else "rejected"
+        return Outcome(
+            trigger.event_id,
+            status,
+            instance.id,
+            current.state,
+            None,
+            current.revision,
+            rejection=rejection,
+        )
+
+    # ------------------------------------------------------------------ operator
+
+    async def cancel(
+        self, instance_id: uuid.UUID, *, reason: str = "", request_id: str | None = None
+    ) -> Instance:
+        """Cancel an active instance: its timers go, its history says who and why."""
+        async with driver_transaction(self.engine) as conn:
+            rows = await conn.fetch(sql.LOCK_INSTANCES, [instance_id])
+            if not rows:
+                raise InstanceNotFound(f"no instance {instance_id}")
+            instance = _instance(rows[0])
+            if instance.status is InstanceStatus.CANCELLED:
+                return instance
+            if instance.status is InstanceStatus.COMPLETED:
+                raise InvalidState(
+                    f"instance {instance_id} is completed in state '{instance.state}'; "
+                    "it cannot be cancelled"
+                )
+            now = self.clock()
+            revision = instance.revision + 1
+            event_id = f"cancel:{instance_id}:{revision}"
+            writes = WriteSet(now, self.topics)
+            writes.update(
+                instance.id,
+                InstanceUpdate(
+                    instance.state,
+                    instance.data,
+                    InstanceStatus.CANCELLED.value,
+                    revision,
+                    None,
+                    instance.error,
+                ),
+            )
+            writes.history(
+                instance.id,
+                revision,
+                event_id,
+                "conveyor.cancel",
+                "operator",
+                instance.state,
+                instance.state,
+                None,
+                {"reason": reason},
+                "cancelled",
+                reason or None,
+                request_id,
+            )
+            writes.state_changed(
+                instance_id=instance.id,
+                workflow=instance.workflow,
+                version=instance.version,
+                business_key=instance.business_key,
+                from_state=instance.state,
+                to_state=instance.state,
+                status=InstanceStatus.CANCELLED.value,
+                revision=revision,
+                event_id=event_id,
+                event_type="conveyor.cancel",
+                request_id=request_id,
+            )
+            await conn.fetchrow(sql.APPLY, *writes.params())
+            await conn.execute("delete from timers where instance_id = $1", instance.id)
+            row = await conn.fetchrow(sql.GET_INSTANCE, instance.id)
+        return _instance(row)
+
+    async def retry(self, instance_id: uuid.UUID, *, request_id: str | None = None) -> Outcome:
+        """Re-activate a failed instance and re-apply the event that failed it."""
+        async with driver_transaction(self.engine) as conn:
+            rows = await conn.fetch(sql.LOCK_INSTANCES, [instance_id])
+            if not rows:
+                raise InstanceNotFound(f"no instance {instance_id}")
+            instance = _instance(rows[0])
+            if instance.status is not InstanceStatus.FAILED or instance.error is None:
+                raise InvalidState(
+                    f"instance {instance_id} is {instance.status.value}; only failed "
+                    "instances can be retried"
+                )
+            error = instance.error
+            now = self.clock()
+            revision = instance.revision + 1
+            writes = WriteSet(now, self.topics)
+            writes.update(
+                instance.id,
+                InstanceUpdate(
+                    instance.state,
+                    instance.data,
+                    InstanceStatus.ACTIVE.value,
+                    revision,
+                    None,
+                    None,
+                ),
+            )
+            writes.history(
+                instance.id,
+                revision,
+                f"retry:{instance_id}:{revision}",
+                "conveyor.retry",
+                "operator",
+                instance.state,
+                instance.state,
+                None,
+                {"event_id": error["event_id"]},
+                "retried",
+                None,
+                request_id,
+            )
+            await conn.fetchrow(sql.APPLY, *writes.params())
+            # The failed event may now be applied again.
+            await conn.execute("delete from inbox where event_id = $1", error["event_id"])
+        trigger: Trigger
+        if error.get("trigger") == "timer" and error.get("timer"):
+            timer = error["timer"]
+            trigger = TimerFiring(
+                uuid.UUID(timer["id"]), instance.id, timer["name"], timer["state"]
+            )
+            async with driver_transaction(self.engine) as conn:
+                # Restore the timer row so that the firing is live again.
+                await conn.execute(
+                    "insert into timers (id, instance_id, name, state, due_at) values"
+                    " ($1, $2, $3, $4, $5) on conflict do nothing",
+                    trigger.timer_id,
+                    instance.id,
+                    trigger.name,
+                    trigger.state,
+                    now,
+                )
+            return (await self.fire_timers([trigger]))[0]
+        trigger = Event(
+            type=error["event_type"],
+            event_id=error["event_id"],
+            payload=error.get("payload") or {},
+            instance_id=instance.id,
+            source=error.get("source") or "operator",
+            request_id=request_id,
+        )
+        return await self.send(trigger)
+
+    # ------------------------------------------------------------------ queries
+
+    async def get(self, instance_id: uuid.UUID) -> Instance:
+        async with driver_connection(self.engine) as conn:
+            row = await conn.fetchrow(sql.GET_INSTANCE, instance_id)
+        if row is None:
+            raise InstanceNotFound(f"no instance {instance_id}")
+        return _instance(row)
+
+    async def find(self, workflow: str, business_key: str) -> Instance:
+        async with driver_connection(self.engine) as conn:
+            row = await conn.fetchrow(sql.FIND_INSTANCE, workflow, business_key)
+        if row is None:
+            raise InstanceNotFound(f"no {workflow} instance with business key {business_key!r}")
+        return _instance(row)
+
+    async def history(
+        self, instance_id: uuid.UUID, *, after: int = 0, limit: int = 100
+    ) -> list[HistoryRecord]:
+        """An instance's history in order; ``after`` is the last id already seen."""
+        async with driver_connection(self.engine) as conn:
+            exists = await conn.fetchval("select 1 from instances where id = $1", instance_id)
+            if exists is None:
+                raise InstanceNotFound(f"no instance {instance_id}")
+            rows = await conn.fetch(
+                "select id, instance_id, revision, event_id, event_type, source, from_state,"
+                " to_state, transition, payload, outcome, reason, request_id, occurred_at"
+                " from history where instance_id = $1 and id > $2 order by id limit $3",
+                instance_id,
+                after,
+                limit,
+            )
+        return [HistoryRecord(**dict(row)) for row in rows]
+
+    async def list_instances(
+        self, filters: InstanceFilter, *, limit: int = 50, cursor: str | None = None
+    ) -> Page:
+        """Instances matching ``filters``, newest first, by keyset pagination."""
+        clauses: list[str] = []
+        args: list[Any] = []
+
+        def arg(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        if filters.workflow is not None:
+            clauses.append(f"workflow = {arg(filters.workflow)}")
+        if filters.state is not None:
+            clauses.append(f"state = {arg(filters.state)}")
+        if filters.status is not None:
+            clauses.append(f"status = {arg(filters.status.value)}")
+        if filters.business_key_prefix:
+            prefix = _like_prefix(filters.business_key_prefix)
+            clauses.append(f"business_key like {arg(prefix)}")
+        for column, op, value in (
+            ("created_at", ">=", filters.created_after),
+            ("created_at", "<", filters.created_before),
+            ("updated_at", ">=", filters.updated_after),
+            ("updated_at", "<", filters.updated_before),
+        ):
+            if value is not None:
+                clauses.append(f"{column} {op} {arg(value)}")
+        if cursor is not None:
+            created, last_id = _decode_cursor(cursor)
+            clauses.append(f"(created_at, id) < ({arg(created)}, {arg(last_id)})")
+        where = " and ".join(clauses) or "true"
+        query = (
+            f"select {sql.INSTANCE_COLUMNS} from instances where {where}"
+            f" order by created_at desc, id desc limit {arg(limit + 1)}"
+        )
+        async with driver_connection(self.engine) as conn:
+            rows = await conn.fetch(query, *args)
+        items = tuple(_instance(r) for r in rows[:limit])
+        next_cursor = None
+        if len(rows) > limit:
+            last = items[-1]
+            next_cursor = _encode_cursor(last.created_at, last.id)
+        return Page(items, next_cursor)
+
+
+def _instance(row: asyncpg.Record) -> Instance:
+    return Instance(
+        id=row["id"],
+        workflow=row["workflow"],
+        version=row["version"],
+        business_key=row["business_key"],
+        state=row["state"],
+        data=row["data"],
+        status=InstanceStatus(row["status"]),
+        revision=row["revision"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        state_entered_at=row["state_entered_at"],
+        error=row["error"],
+    )
+
+
+def _working(instance: Instance) -> _Working:
+    return _Working(
+        instance,
+        instance.state,
+        instance.data,
+        instance.status,
+        instance.revision,
+        error=instance.error,
+    )
+
+
+def _timer_json(firing: TimerFiring) -> dict[str, str]:
+    return {"id": str(firing.timer_id), "name": firing.name, "state": firing.state}
+
+
+def _like_prefix(prefix: str) -> str:
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"
+
+
+def _encode_cursor(created_at: datetime, instance_id: uuid.UUID) -> str:
+    raw = orjson.dumps([created_at.isoformat(), str(instance_id)])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, last_id = orjson.loads(raw)
+        return datetime.fromisoformat(created), uuid.UUID(last_id)
+    except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
+        raise InvalidRequest(f"invalid cursor {cursor!r}") from exc
+
+
+__all__ = ["Clock", "InstanceFilter", "Runtime", "utc_now"]

@@ -1,0 +1,246 @@
+"""Collects what a batch of decisions writes, as the arrays of one ``APPLY`` statement.
+
+Pure: no I/O. It also computes the net effect per instance (the last state, the final set
+of timers), so the statement never touches a row twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from engine.decide import OutboundMessage, TimerToSet
+from engine.messaging.cloudevents import CloudEvent, encode_structured
+
+TIMER_NAMESPACE = uuid.UUID("0b8f7a52-2f3e-5c1d-8e1b-6c4a3d2e1f00")
+STATE_CHANGED_NAMESPACE = uuid.UUID("3d1e9c7a-5b2f-5e4d-9a8c-1f2e3d4c5b6a")
+STATE_CHANGED = "conveyor.instance.state_changed"
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+@dataclass(slots=True)
+class InstanceUpdate:
+    state: str
+    data: Mapping[str, Any]
+    status: str
+    revision: int
+    entered: datetime | None
+    error: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Where outbound messages go when a workflow does not name a topic."""
+
+    events: str
+    commands: str
+    instances: str
+
+    @classmethod
+    def for_prefix(cls, prefix: str) -> Topics:
+        return cls(f"{prefix}.events", f"{prefix}.commands", f"{prefix}.instances")
+
+
+class WriteSet:
+    """Everything one transaction writes: instance updates, history, inbox, outbox, timers."""
+
+    def __init__(self, now: datetime, topics: Topics) -> None:
+        self.now = now
+        self.topics = topics
+        self._updates: dict[uuid.UUID, InstanceUpdate] = {}
+        self._history: list[tuple[Any, ...]] = []
+        self._inbox: list[tuple[str, uuid.UUID | None, str]] = []
+        self._outbox: list[tuple[uuid.UUID, uuid.UUID | None, str, bytes | None, str, bytes]] = []
+        self._timer_sets: dict[tuple[uuid.UUID, str], tuple[uuid.UUID, TimerToSet]] = {}
+        self._timer_deletes: set[tuple[uuid.UUID, str]] = set()
+
+    def __bool__(self) -> bool:
+        return bool(
+            self._updates
+            or self._history
+            or self._inbox
+            or self._outbox
+            or self._timer_sets
+            or self._timer_deletes
+        )
+
+    def update(self, instance_id: uuid.UUID, update: InstanceUpdate) -> None:
+        self._updates[instance_id] = update
+
+    def history(
+        self,
+        instance_id: uuid.UUID,
+        revision: int,
+        event_id: str,
+        event_type: str,
+        source: str,
+        from_state: str | None,
+        to_state: str | None,
+        transition: str | None,
+        payload: Mapping[str, Any],
+        outcome: str,
+        reason: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        self._history.append(
+            (
+                instance_id,
+                revision,
+                event_id,
+                event_type,
+                source,
+                from_state,
+                to_state,
+                transition,
+                _dumps(payload),
+                outcome,
+                reason,
+                request_id,
+            )
+        )
+
+    def inbox(self, event_id: str, instance_id: uuid.UUID | None, outcome: str) -> None:
+        self._inbox.append((event_id, instance_id, outcome))
+
+    def set_timer(self, instance_id: uuid.UUID, event_id: str, timer: TimerToSet) -> None:
+        """Set (or reset) a timer; its id derives from the event that set it."""
+        key = (instance_id, timer.name)
+        self._timer_deletes.discard(key)
+        timer_id = uuid.uuid5(TIMER_NAMESPACE, f"{event_id}/{timer.name}")
+        self._timer_sets[key] = (timer_id, timer)
+
+    def cancel_timer(self, instance_id: uuid.UUID, name: str) -> None:
+        key = (instance_id, name)
+        self._timer_sets.pop(key, None)
+        self._timer_deletes.add(key)
+
+    def publish(
+        self,
+        *,
+        instance_id: uuid.UUID,
+        workflow: str,
+        version: int,
+        business_key: str,
+        messages: Sequence[OutboundMessage],
+        request_id: str | None,
+    ) -> None:
+        """Queue a workflow's outbound events and commands (CloudEvents, structured mode)."""
+        for message in messages:
+            topic = message.topic or (
+                self.topics.commands if message.kind == "command" else self.topics.events
+            )
+            self._queue(
+                uuid.UUID(message.message_id),
+                instance_id,
+                topic,
+                business_key,
+                CloudEvent(
+                    id=message.message_id,
+                    source=f"conveyor/{workflow}/v{version}",
+                    type=message.type,
+                    subject=business_key,
+                    time=self.now.isoformat(),
+                    data=dict(message.payload),
+                    extensions={"conveyorinstance": str(instance_id), "conveyorkind": message.kind},
+                ),
+                request_id,
+            )
+
+    def state_changed(
+        self,
+        *,
+        instance_id: uuid.UUID,
+        workflow: str,
+        version: int,
+        business_key: str,
+        from_state: str | None,
+        to_state: str,
+        status: str,
+        revision: int,
+        event_id: str,
+        event_type: str,
+        request_id: str | None,
+    ) -> None:
+        """Queue the ``conveyor.instance.state_changed`` event other services follow."""
+        message_id = uuid.uuid5(STATE_CHANGED_NAMESPACE, f"{instance_id}/{revision}")
+        self._queue(
+            message_id,
+            instance_id,
+            self.topics.instances,
+            business_key,
+            CloudEvent(
+                id=str(message_id),
+                source=f"conveyor/{workflow}/v{version}",
+                type=STATE_CHANGED,
+                subject=business_key,
+                time=self.now.isoformat(),
+                data={
+                    "workflow": workflow,
+                    "version": version,
+                    "instance_id": str(instance_id),
+                    "business_key": business_key,
+                    "from": from_state,
+                    "to": to_state,
+                    "status": status,
+                    "revision": revision,
+                    "event_id": event_id,
+                    "event_type": event_type,
+                },
+            ),
+            request_id,
+        )
+
+    def _queue(
+        self,
+        message_id: uuid.UUID,
+        instance_id: uuid.UUID,
+        topic: str,
+        key: str,
+        event: CloudEvent,
+        request_id: str | None,
+    ) -> None:
+        value, headers = encode_structured(event)
+        header_list = [[name, raw.decode()] for name, raw in headers]
+        if request_id:
+            header_list.append(["x-request-id", request_id])
+        self._outbox.append(
+            (message_id, instance_id, topic, key.encode(), _dumps(header_list), value)
+        )
+
+    def params(self) -> list[Any]:
+        """The positional parameters of ``statements.APPLY``, in order."""
+        u_ids = list(self._updates)
+        ups = [self._updates[i] for i in u_ids]
+        deletes = sorted(self._timer_deletes)
+        sets = list(self._timer_sets.items())
+        h = self._history
+        return [
+            self.now,
+            u_ids,
+            [u.state for u in ups],
+            [_dumps(u.data) for u in ups],
+            [u.status for u in ups],
+            [u.revision for u in ups],
+            [u.entered for u in ups],
+            [None if u.error is None else _dumps(u.error) for u in ups],
+            *[[row[col] for row in h] for col in range(12)],
+            [e[0] for e in self._inbox],
+            [e[1] for e in self._inbox],
+            [e[2] for e in self._inbox],
+            *[[row[col] for row in self._outbox] for col in range(6)],
+            [k[0] for k in deletes],
+            [k[1] for k in deletes],
+            [timer_id for _, (timer_id, _) in sets],
+            [key[0] for key, _ in sets],
+            [key[1] for key, _ in sets],
+            [timer.state for _, (_, timer) in sets],
+            [timer.due_at for _, (_, timer) in sets],
+        ]
