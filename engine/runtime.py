@@ -582,6 +582,8 @@ class Runtime:
             messages=decision.outbound,
             request_id=request_id,
         )
+        if decision.from_state == decision.to_state and not decision.finished:
+            return  # an internal or self-transition: the state did not change
         writes.state_changed(
             instance_id=instance.id,
             workflow=instance.workflow,
