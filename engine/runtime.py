@@ -398,15 +398,21 @@ class Runtime:
         self, conn: asyncpg.Connection, triggers: Sequence[Trigger]
     ) -> list[_Result]:
         targets = await self._targets(conn, triggers)
-        rows = await conn.fetch(sql.LOCK_INSTANCES, sorted({t for t in targets if t}))
+        instance_ids = sorted({t for t in targets if t})
+        timer_ids = [t.timer_id for t in triggers if isinstance(t, TimerFiring)]
+        event_ids = [t.event_id for t in triggers]
+        live_timers: set[str] = set()
+        if timer_ids:
+            # Timers need a fresh snapshot taken after the lock: a cancelled timer must
+            # not fire (there is no unique index to catch it afterwards).
+            rows = await conn.fetch(sql.LOCK_INSTANCES, instance_ids)
+            seen_rows = await conn.fetch(sql.SEEN_EVENTS_AND_LIVE_TIMERS, event_ids, timer_ids)
+            seen = {r["id"] for r in seen_rows if r["kind"] == "e"}
+            live_timers = {r["id"] for r in seen_rows if r["kind"] == "t"}
+        else:
+            rows = await conn.fetch(sql.LOCK_INSTANCES_WITH_SEEN, instance_ids, event_ids)
+            seen = set(rows[0]["seen"]) if rows else set()
         working = {row["id"]: _working(_instance(row)) for row in rows}
-        seen_rows = await conn.fetch(
-            sql.SEEN_EVENTS_AND_LIVE_TIMERS,
-            [t.event_id for t in triggers],
-            [t.timer_id for t in triggers if isinstance(t, TimerFiring)],
-        )
-        seen = {r["id"] for r in seen_rows if r["kind"] == "e"}
-        live_timers = {r["id"] for r in seen_rows if r["kind"] == "t"}
         now = self.clock()
         writes = WriteSet(now, self.topics)
         blocked: set[uuid.UUID] = set()

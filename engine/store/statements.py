@@ -21,6 +21,18 @@ order by id
 for update
 """
 
+# The same lock plus "which of these event ids were processed", in one round trip, for
+# batches of events only. Its inbox read uses the statement's snapshot, which may predate
+# a lock wait; an event id committed meanwhile then fails the inbox's unique index at
+# write time, and the runtime retries the batch, which then sees it as a duplicate.
+LOCK_INSTANCES_WITH_SEEN = f"""
+select locked.*,
+       (select coalesce(array_agg(event_id), '{{}}') from inbox
+        where event_id = any($2::text[])) as seen
+from (select {INSTANCE_COLUMNS} from instances where id = any($1::uuid[])
+      order by id for update) as locked
+"""
+
 # Run after the lock is held: in READ COMMITTED this statement's snapshot sees whatever
 # the previous lock holder committed (processed event ids, fired or cancelled timers).
 SEEN_EVENTS_AND_LIVE_TIMERS = """
@@ -36,18 +48,20 @@ join unnest($1::text[], $2::text[]) as k(workflow, business_key)
   on i.workflow = k.workflow and i.business_key = k.business_key
 """
 
-# Everything a batch of decisions writes, in one statement. The caller computes the net
-# effect per instance, so no row is touched twice by this statement.
+# Everything a batch of decisions writes, in one statement. Each table's rows travel as
+# one JSON array (orjson on our side, jsonb_to_recordset on the server's): a handful of
+# parameters whatever the batch size. The caller computes the net effect per instance, so
+# no row is touched twice by this statement.
 APPLY = """
 with
 upd as (
   update instances as i
-  set state = u.state, data = u.data::jsonb, status = u.status, revision = u.revision,
+  set state = u.state, data = u.data, status = u.status, revision = u.revision,
       updated_at = $1, state_entered_at = coalesce(u.entered, i.state_entered_at),
-      error = u.error::jsonb
-  from unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::int8[],
-              $7::timestamptz[], $8::text[])
-       as u(id, state, data, status, revision, entered, error)
+      error = u.error
+  from jsonb_to_recordset($2::jsonb)
+       as u(id uuid, state text, data jsonb, status text, revision int8, entered timestamptz,
+            error jsonb)
   where i.id = u.id
   returning 1
 ),
@@ -55,10 +69,11 @@ hist as (
   insert into history (instance_id, revision, event_id, event_type, source, from_state,
                        to_state, transition, payload, outcome, reason, request_id, occurred_at)
   select h.instance_id, h.revision, h.event_id, h.event_type, h.source, h.from_state,
-         h.to_state, h.transition, h.payload::jsonb, h.outcome, h.reason, h.request_id, $1
-  from unnest($9::uuid[], $10::int8[], $11::text[], $12::text[], $13::text[], $14::text[],
-              $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], $20::text[])
-       with ordinality
+         h.to_state, h.transition, h.payload, h.outcome, h.reason, h.request_id, $1
+  from rows from (jsonb_to_recordset($3::jsonb)
+         as (instance_id uuid, revision int8, event_id text, event_type text, source text,
+             from_state text, to_state text, transition text, payload jsonb, outcome text,
+             reason text, request_id text)) with ordinality
        as h(instance_id, revision, event_id, event_type, source, from_state, to_state,
             transition, payload, outcome, reason, request_id, ord)
   order by h.ord
@@ -67,28 +82,31 @@ hist as (
 inb as (
   insert into inbox (event_id, instance_id, outcome, processed_at)
   select e.event_id, e.instance_id, e.outcome, $1
-  from unnest($21::text[], $22::uuid[], $23::text[]) as e(event_id, instance_id, outcome)
+  from jsonb_to_recordset($4::jsonb) as e(event_id text, instance_id uuid, outcome text)
   returning 1
 ),
 outb as (
   insert into outbox (message_id, instance_id, topic, key, headers, value, created_at)
-  select o.message_id, o.instance_id, o.topic, o.key, o.headers::jsonb, o.value, $1
-  from unnest($24::uuid[], $25::uuid[], $26::text[], $27::bytea[], $28::text[], $29::bytea[])
-       with ordinality as o(message_id, instance_id, topic, key, headers, value, ord)
+  select o.message_id, o.instance_id, o.topic, convert_to(o.key, 'UTF8'), o.headers,
+         convert_to(o.value, 'UTF8'), $1
+  from rows from (jsonb_to_recordset($5::jsonb)
+         as (message_id uuid, instance_id uuid, topic text, key text, headers jsonb,
+             value text)) with ordinality
+       as o(message_id, instance_id, topic, key, headers, value, ord)
   order by o.ord
   returning 1
 ),
 tdel as (
   delete from timers t
-  using unnest($30::uuid[], $31::text[]) as d(instance_id, name)
+  using jsonb_to_recordset($6::jsonb) as d(instance_id uuid, name text)
   where t.instance_id = d.instance_id and t.name = d.name
   returning 1
 ),
 tset as (
   insert into timers (id, instance_id, name, state, due_at, created_at)
   select s.id, s.instance_id, s.name, s.state, s.due_at, $1
-  from unnest($32::uuid[], $33::uuid[], $34::text[], $35::text[], $36::timestamptz[])
-       as s(id, instance_id, name, state, due_at)
+  from jsonb_to_recordset($7::jsonb)
+       as s(id uuid, instance_id uuid, name text, state text, due_at timestamptz)
   on conflict (instance_id, name) do update
     set id = excluded.id, state = excluded.state, due_at = excluded.due_at,
         claimed_until = null, created_at = excluded.created_at

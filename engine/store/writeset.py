@@ -22,10 +22,6 @@ STATE_CHANGED_NAMESPACE = uuid.UUID("3d1e9c7a-5b2f-5e4d-9a8c-1f2e3d4c5b6a")
 STATE_CHANGED = "conveyor.instance.state_changed"
 
 
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
 @dataclass(slots=True)
 class InstanceUpdate:
     state: str
@@ -56,9 +52,9 @@ class WriteSet:
         self.now = now
         self.topics = topics
         self._updates: dict[uuid.UUID, InstanceUpdate] = {}
-        self._history: list[tuple[Any, ...]] = []
+        self._history: list[dict[str, Any]] = []
         self._inbox: list[tuple[str, uuid.UUID | None, str]] = []
-        self._outbox: list[tuple[uuid.UUID, uuid.UUID | None, str, bytes | None, str, bytes]] = []
+        self._outbox: list[dict[str, Any]] = []
         self._timer_sets: dict[tuple[uuid.UUID, str], tuple[uuid.UUID, TimerToSet]] = {}
         self._timer_deletes: set[tuple[uuid.UUID, str]] = set()
 
@@ -91,20 +87,20 @@ class WriteSet:
         request_id: str | None = None,
     ) -> None:
         self._history.append(
-            (
-                instance_id,
-                revision,
-                event_id,
-                event_type,
-                source,
-                from_state,
-                to_state,
-                transition,
-                _dumps(payload),
-                outcome,
-                reason,
-                request_id,
-            )
+            {
+                "instance_id": instance_id,
+                "revision": revision,
+                "event_id": event_id,
+                "event_type": event_type,
+                "source": source,
+                "from_state": from_state,
+                "to_state": to_state,
+                "transition": transition,
+                "payload": payload,
+                "outcome": outcome,
+                "reason": reason,
+                "request_id": request_id,
+            }
         )
 
     def inbox(self, event_id: str, instance_id: uuid.UUID | None, outcome: str) -> None:
@@ -212,35 +208,55 @@ class WriteSet:
         if request_id:
             header_list.append(["x-request-id", request_id])
         self._outbox.append(
-            (message_id, instance_id, topic, key.encode(), _dumps(header_list), value)
+            {
+                "message_id": message_id,
+                "instance_id": instance_id,
+                "topic": topic,
+                "key": key,
+                "headers": header_list,
+                # Our CloudEvents are UTF-8 JSON: they travel as text, stored as bytes.
+                "value": value.decode(),
+            }
         )
 
     def params(self) -> list[Any]:
         """The positional parameters of ``statements.APPLY``, in order."""
-        u_ids = list(self._updates)
-        ups = [self._updates[i] for i in u_ids]
-        deletes = sorted(self._timer_deletes)
-        sets = list(self._timer_sets.items())
-        h = self._history
+        updates = [
+            {
+                "id": instance_id,
+                "state": u.state,
+                "data": u.data,
+                "status": u.status,
+                "revision": u.revision,
+                "entered": u.entered,
+                "error": u.error,
+            }
+            for instance_id, u in self._updates.items()
+        ]
+        inbox = [{"event_id": e, "instance_id": i, "outcome": o} for e, i, o in self._inbox]
+        deletes = [{"instance_id": i, "name": n} for i, n in sorted(self._timer_deletes)]
+        sets = [
+            {
+                "id": timer_id,
+                "instance_id": key[0],
+                "name": key[1],
+                "state": timer.state,
+                "due_at": timer.due_at,
+            }
+            for key, (timer_id, timer) in self._timer_sets.items()
+        ]
         return [
             self.now,
-            u_ids,
-            [u.state for u in ups],
-            [_dumps(u.data) for u in ups],
-            [u.status for u in ups],
-            [u.revision for u in ups],
-            [u.entered for u in ups],
-            [None if u.error is None else _dumps(u.error) for u in ups],
-            *[[row[col] for row in h] for col in range(12)],
-            [e[0] for e in self._inbox],
-            [e[1] for e in self._inbox],
-            [e[2] for e in self._inbox],
-            *[[row[col] for row in self._outbox] for col in range(6)],
-            [k[0] for k in deletes],
-            [k[1] for k in deletes],
-            [timer_id for _, (timer_id, _) in sets],
-            [key[0] for key, _ in sets],
-            [key[1] for key, _ in sets],
-            [timer.state for _, (_, timer) in sets],
-            [timer.due_at for _, (_, timer) in sets],
+            *(
+                orjson.dumps(rows, default=_json_default).decode()
+                for rows in (updates, self._history, inbox, self._outbox, deletes, sets)
+            ),
         ]
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, uuid.UUID):  # asyncpg's own UUID type, which orjson does not know
+        return str(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")

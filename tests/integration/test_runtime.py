@@ -425,3 +425,11 @@ async def test_running_instances_stay_on_their_version(db: AsyncEngine, clock: F
 def _reset_failures() -> AsyncIterator[None] | None:
     flows.FAILURES.clear()
     return None
+
+
+async def test_the_same_event_sent_concurrently_takes_effect_once(runtime: Runtime) -> None:
+    started = await runtime.start("test.counter", "DUP", {"key": "DUP"})
+    event = ev(started.instance.id, "counter.tick", {"by": 1})
+    outcomes = await asyncio.gather(*(runtime.send(event) for _ in range(10)))
+    assert sorted(o.status for o in outcomes) == ["applied"] + ["duplicate"] * 9
+    assert (await runtime.get(started.instance.id)).data["count"] == 1
