@@ -33,6 +33,7 @@ import asyncpg
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from engine.batching import GroupCommit
 from engine.decide import (
     ActionFailed,
     Decision,
@@ -130,12 +131,17 @@ class Runtime:
         topic_prefix: str = "conveyor",
         clock: Clock = utc_now,
         sleep: Callable[[float], Any] = asyncio.sleep,
+        send_concurrency: int = 4,
     ) -> None:
         self.engine = engine
         self.registry = registry
         self.topics = Topics.for_prefix(topic_prefix)
         self.clock = clock
         self._sleep = sleep
+        # Concurrent send() calls share transactions (see engine.batching).
+        self._group: GroupCommit[Trigger, _Result] = GroupCommit(
+            self._apply_grouped, max_batch=200, concurrency=send_concurrency
+        )
 
     # ------------------------------------------------------------------ start
 
@@ -222,8 +228,15 @@ class Runtime:
     # ------------------------------------------------------------------ events
 
     async def send(self, event: Event) -> Outcome:
-        """Apply one event, retrying a failing action per its policy."""
-        (result,) = await self._apply([event])
+        """Apply one event, retrying a failing action per its policy.
+
+        Concurrent calls are committed together (group commit); each gets its own outcome.
+        """
+        result = await self._group.submit(event)
+        if result.outcome.status == "deferred" and result.failure is None:
+            # Its instance was busy (or an earlier event of it failed in the batch):
+            # apply it alone, waiting for the lock.
+            (result,) = await self._apply([event])
         if result.failure is None:
             return result.outcome
         return await self._retry_failed(event, result.failure)
@@ -235,7 +248,7 @@ class Runtime:
         applied one by one with their retry policy, so a failing instance never holds up
         the others and never loses the order of its own events.
         """
-        results = await self._apply(list(events))
+        results = await self._apply(list(events), wait=len(events) == 1)
         outcomes = [r.outcome for r in results]
         pending = [i for i, r in enumerate(results) if r.outcome.status in ("failed", "deferred")]
         for index in pending:
@@ -249,7 +262,7 @@ class Runtime:
 
     async def fire_timers(self, firings: Sequence[TimerFiring]) -> list[Outcome]:
         """Fire due timers through the same path as events; the timer id is the event id."""
-        results = await self._apply(list(firings))
+        results = await self._apply(list(firings), wait=len(firings) == 1)
         outcomes = [r.outcome for r in results]
         for index, result in enumerate(results):
             if result.outcome.status in ("failed", "deferred"):
@@ -383,11 +396,20 @@ class Runtime:
 
     # ------------------------------------------------------------------ the batch
 
-    async def _apply(self, triggers: Sequence[Trigger]) -> list[_Result]:
+    async def _apply_grouped(self, triggers: Sequence[Trigger]) -> list[_Result]:
+        """A group-commit batch: busy instances are skipped (their callers retry alone)."""
+        return await self._apply(triggers, wait=len(triggers) == 1)
+
+    async def _apply(self, triggers: Sequence[Trigger], *, wait: bool = True) -> list[_Result]:
+        """Apply triggers in one transaction (retried on deadlock or a duplicate race).
+
+        With ``wait=False`` instances locked by another transaction are skipped and their
+        triggers come back ``deferred``.
+        """
         for attempt in range(TRANSACTION_ATTEMPTS):
             try:
                 async with driver_transaction(self.engine) as conn:
-                    return await self._apply_locked(conn, triggers)
+                    return await self._apply_locked(conn, triggers, wait)
             except TRANSIENT_ERRORS as exc:
                 if attempt == TRANSACTION_ATTEMPTS - 1:
                     raise
@@ -395,7 +417,7 @@ class Runtime:
         raise AssertionError("unreachable")
 
     async def _apply_locked(
-        self, conn: asyncpg.Connection, triggers: Sequence[Trigger]
+        self, conn: asyncpg.Connection, triggers: Sequence[Trigger], wait: bool
     ) -> list[_Result]:
         targets = await self._targets(conn, triggers)
         instance_ids = sorted({t for t in targets if t})
@@ -405,12 +427,16 @@ class Runtime:
         if timer_ids:
             # Timers need a fresh snapshot taken after the lock: a cancelled timer must
             # not fire (there is no unique index to catch it afterwards).
-            rows = await conn.fetch(sql.LOCK_INSTANCES, instance_ids)
+            lock = sql.LOCK_INSTANCES if wait else sql.LOCK_INSTANCES_SKIP_LOCKED
+            rows = await conn.fetch(lock, instance_ids)
             seen_rows = await conn.fetch(sql.SEEN_EVENTS_AND_LIVE_TIMERS, event_ids, timer_ids)
             seen = {r["id"] for r in seen_rows if r["kind"] == "e"}
             live_timers = {r["id"] for r in seen_rows if r["kind"] == "t"}
         else:
-            rows = await conn.fetch(sql.LOCK_INSTANCES_WITH_SEEN, instance_ids, event_ids)
+            lock = (
+                sql.LOCK_INSTANCES_WITH_SEEN if wait else sql.LOCK_INSTANCES_WITH_SEEN_SKIP_LOCKED
+            )
+            rows = await conn.fetch(lock, instance_ids, event_ids)
             seen = set(rows[0]["seen"]) if rows else set()
         working = {row["id"]: _working(_instance(row)) for row in rows}
         now = self.clock()
@@ -424,7 +450,10 @@ class Runtime:
                 continue
             current = working.get(target) if target is not None else None
             if current is None:
-                results.append(_Result(Outcome(event_id, "not_found")))
+                # Skipped because another transaction holds it, or really missing: when
+                # skipping, the caller finds out by applying it alone.
+                status: OutcomeStatus = "not_found" if wait or target is None else "deferred"
+                results.append(_Result(Outcome(event_id, status, target)))
                 continue
             if target in blocked:
                 results.append(_Result(Outcome(event_id, "deferred", target)))

@@ -21,6 +21,11 @@ order by id
 for update
 """
 
+# Batches skip instances that another transaction holds (an operator's long transaction,
+# a slow batch): their triggers are deferred and applied alone, waiting for the lock, so
+# one busy instance never holds up a batch of others.
+LOCK_INSTANCES_SKIP_LOCKED = LOCK_INSTANCES.replace("for update", "for update skip locked")
+
 # The same lock plus "which of these event ids were processed", in one round trip, for
 # batches of events only. Its inbox read uses the statement's snapshot, which may predate
 # a lock wait; an event id committed meanwhile then fails the inbox's unique index at
@@ -32,6 +37,10 @@ select locked.*,
 from (select {INSTANCE_COLUMNS} from instances where id = any($1::uuid[])
       order by id for update) as locked
 """
+
+LOCK_INSTANCES_WITH_SEEN_SKIP_LOCKED = LOCK_INSTANCES_WITH_SEEN.replace(
+    "for update", "for update skip locked"
+)
 
 # Run after the lock is held: in READ COMMITTED this statement's snapshot sees whatever
 # the previous lock holder committed (processed event ids, fired or cancelled timers).
