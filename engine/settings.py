@@ -43,6 +43,15 @@ class Settings(BaseSettings):
     http_host: str = Field("127.0.0.1", description="Address the HTTP API binds to.")
     http_port: int = Field(8000, ge=0, le=65535)
     http_workers: int = Field(1, ge=1, le=64, description="Sanic worker processes.")
+    inbox_retention_days: float = Field(
+        14.0,
+        gt=0,
+        description="How long processed event ids are remembered; keep it longer than "
+        "the Kafka topics' retention, or a late redelivery could apply twice.",
+    )
+    outbox_retention_hours: float = Field(
+        24.0, gt=0, description="How long published outbox rows are kept."
+    )
     ready_timeout_seconds: float = Field(
         2.0, gt=0, description="Time each readiness check may take before it counts as down."
     )

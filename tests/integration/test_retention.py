@@ -1,0 +1,44 @@
+"""Retention prunes old inbox ids and published outbox rows, and nothing else."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from engine.store.retention import prune
+
+NOW = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+async def test_prune_deletes_only_rows_past_their_retention(db: AsyncEngine) -> None:
+    async with db.begin() as conn:
+        for i, age in enumerate([1, 10, 20, 30]):
+            await conn.execute(
+                text(
+                    "insert into inbox (event_id, outcome, processed_at) values (:e, 'applied', :t)"
+                ),
+                {"e": f"e{i}", "t": NOW - timedelta(days=age)},
+            )
+        for i, published in enumerate([None, NOW - timedelta(hours=1), NOW - timedelta(days=3)]):
+            await conn.execute(
+                text(
+                    "insert into outbox (message_id, topic, value, published_at)"
+                    " values (gen_random_uuid(), 't', :v, :p)"
+                ),
+                {"v": f"m{i}".encode(), "p": published},
+            )
+    pruned = await prune(
+        db,
+        now=NOW,
+        inbox_retention=timedelta(days=14),
+        outbox_retention=timedelta(hours=24),
+        batch=1,
+    )
+    assert (pruned.inbox, pruned.outbox) == (2, 1)
+    async with db.connect() as conn:
+        inbox = (await conn.execute(text("select event_id from inbox order by 1"))).scalars().all()
+        outbox = (await conn.execute(text("select value from outbox order by id"))).scalars().all()
+    assert inbox == ["e0", "e1"]
+    assert outbox == [b"m0", b"m1"]  # unpublished rows are never pruned
