@@ -25,12 +25,10 @@ from engine.dsl import (
     EmptyPayload,
     GuardContext,
     RetryPolicy,
-    Route,
-    TimerSpec,
     Workflow,
-    WorkflowSpec,
 )
 from engine.errors import ConveyorError, UnknownState
+from engine.spec import Route, TimerSpec, WorkflowSpec
 
 START_TRANSITION = "<start>"
 """Transition name recorded in the history entry of a newly started instance."""

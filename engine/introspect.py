@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from engine.dsl import TransitionSpec, Workflow, WorkflowSpec
+from engine.dsl import Workflow
+from engine.spec import TransitionSpec, WorkflowSpec
 
 HIGHLIGHT_CLASS = "current"
 

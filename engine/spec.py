@@ -1,0 +1,330 @@
+"""The compiled form of a workflow: validated, with the pure step's lookup tables.
+
+`engine.dsl.Workflow` subclasses are compiled here when their class is defined; a broken
+definition raises `DefinitionError` naming the workflow and the state at fault.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from engine.errors import DefinitionError
+
+if TYPE_CHECKING:
+    from engine.dsl import Action, Guard, RetryPolicy, Workflow
+
+
+@dataclass(frozen=True, slots=True)
+class TimerSpec:
+    name: str
+    state: str
+    delay: timedelta
+    transition: str
+
+
+@dataclass(frozen=True, slots=True)
+class StateSpec:
+    name: str
+    initial: bool
+    final: bool
+    description: str
+    on_enter: tuple[Action, ...]
+    on_exit: tuple[Action, ...]
+    timers: tuple[TimerSpec, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionSpec:
+    """A named transition with its source states resolved (``on_any`` expanded)."""
+
+    name: str
+    event: str | None
+    timer: str | None
+    sources: tuple[str, ...]
+    target: str | None  # None: internal transition
+    any_state: bool
+    guard: Guard | None
+    action: Action | None
+    retry: RetryPolicy
+    description: str
+
+    def target_from(self, source: str) -> str:
+        return source if self.target is None else self.target
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A transition taken from one source state, with everything the pure step needs."""
+
+    transition: TransitionSpec
+    from_state: str
+    to_state: str
+    exit_hooks: tuple[Action, ...]
+    enter_hooks: tuple[Action, ...]
+    timers_to_cancel: tuple[str, ...]
+    timers_to_set: tuple[TimerSpec, ...]
+    finished: bool
+    needs_context: bool  # a guard, action or hook runs, so the data model is built
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowSpec:
+    """Lookup tables precomputed when the workflow class is defined (read-only by convention)."""
+
+    name: str
+    version: int
+    description: str
+    data_schema: type[BaseModel]
+    states: Mapping[str, StateSpec]
+    initial: str
+    finals: frozenset[str]
+    transitions: tuple[TransitionSpec, ...]
+    payload_schemas: Mapping[str, type[BaseModel]]
+    validated_events: frozenset[str]  # events whose payload must be validated up front
+    routes: Mapping[tuple[str, str], tuple[Route, ...]]  # (state, event) -> alternatives
+    timer_routes: Mapping[tuple[str, str], Route]  # (state, timer name) -> route
+    allowed_events: Mapping[str, tuple[str, ...]]
+    handled_events: frozenset[str]
+    start_event: str | None
+
+    @property
+    def label(self) -> str:
+        """``order v1``: how messages name the workflow."""
+        return f"{self.name} v{self.version}"
+
+
+_RESERVED = frozenset(
+    {"name", "version", "description", "data_schema", "events", "start_event", "spec"}
+)
+
+
+def compile_workflow(cls: type[Workflow[Any]]) -> WorkflowSpec:
+    """Validate a workflow class and build its lookup tables."""
+    from engine.dsl import EmptyPayload, State, Transitions
+
+    name = getattr(cls, "name", None)
+    version = getattr(cls, "version", 1)
+    if not isinstance(name, str) or not name:
+        raise DefinitionError(f"workflow class {cls.__qualname__}: set `name` to a non-empty str")
+    if not isinstance(version, int) or version < 1:
+        raise DefinitionError(f"workflow {name}: `version` must be a positive int")
+    label = f"{name} v{version}"
+
+    def fail(message: str, state: str | None = None) -> DefinitionError:
+        where = f" (state '{state}')" if state else ""
+        return DefinitionError(f"{label}{where}: {message}")
+
+    data_schema = getattr(cls, "data_schema", None)
+    if not (isinstance(data_schema, type) and issubclass(data_schema, BaseModel)):
+        raise fail("set `data_schema` to a pydantic BaseModel subclass")
+
+    # Merge class bodies base-first so a subclass can extend or override a workflow.
+    attributes: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        attributes.update(vars(klass))
+
+    state_names: dict[int, str] = {}
+    states: dict[str, State] = {}
+    groups: dict[str, Transitions] = {}
+    for attr, value in attributes.items():
+        if isinstance(value, State):
+            if attr in _RESERVED:
+                raise fail(f"'{attr}' is a reserved attribute; rename the state", attr)
+            if id(value) in state_names:
+                raise fail(f"declared twice, also as '{state_names[id(value)]}'", attr)
+            state_names[id(value)] = attr
+            states[attr] = value
+        elif isinstance(value, Transitions):
+            groups[attr] = value
+
+    initials = [n for n, s in states.items() if s.initial]
+    if len(initials) != 1:
+        found = ", ".join(initials) or "none"
+        raise fail(f"needs exactly one initial state (State(initial=True)); found: {found}")
+    initial = initials[0]
+    for state_name, state in states.items():
+        if state.initial and state.final:
+            raise fail("the initial state cannot be final", state_name)
+    finals = frozenset(n for n, s in states.items() if s.final)
+    non_finals = tuple(n for n in states if n not in finals)
+
+    def resolve(state: State, role: str, transition: str) -> str:
+        found = state_names.get(id(state))
+        if found is None:
+            raise fail(
+                f"transition '{transition}' {role} a state that is not declared in this class "
+                f"({state!r}); assign it to an attribute of {cls.__qualname__}",
+                state.name or None,
+            )
+        return found
+
+    seen: set[int] = set()
+    transitions: list[TransitionSpec] = []
+    timers: dict[str, list[TimerSpec]] = {n: [] for n in states}
+    for group_name, group in groups.items():
+        for item in group.items:
+            if id(item) in seen:
+                raise fail(f"transition '{group_name}' reuses a transition declared elsewhere")
+            seen.add(id(item))
+            any_state = item.sources is None
+            sources = (
+                non_finals
+                if item.sources is None
+                else tuple(resolve(s, "leaves", group_name) for s in item.sources)
+            )
+            target = None if item.target is None else resolve(item.target, "enters", group_name)
+            for source in sources:
+                if source in finals:
+                    raise fail(
+                        f"transition '{group_name}' leaves a final state; final states "
+                        "have no outgoing transitions",
+                        source,
+                    )
+            timer_name = None
+            if item.timer is not None:
+                timer = item.timer
+                timer_name = timer.name
+                source = sources[0]
+                if source in finals:
+                    raise fail(f"timer '{timer.name}' on a final state never fires", source)
+                if timer.delay <= timedelta(0):
+                    raise fail(f"timer '{timer.name}' needs a positive delay", source)
+                if any(t.name == timer.name for t in timers[source]):
+                    raise fail(f"duplicate timer name '{timer.name}'", source)
+                timers[source].append(TimerSpec(timer.name, source, timer.delay, group_name))
+            transitions.append(
+                TransitionSpec(
+                    name=group_name,
+                    event=item.event,
+                    timer=timer_name,
+                    sources=sources,
+                    target=target,
+                    any_state=any_state,
+                    guard=item.guard,
+                    action=item.action,
+                    retry=item.retry,
+                    description=item.description,
+                )
+            )
+
+    state_specs = {
+        n: StateSpec(
+            name=n,
+            initial=s.initial,
+            final=s.final,
+            description=s.description,
+            on_enter=s.on_enter,
+            on_exit=s.on_exit,
+            timers=tuple(timers[n]),
+        )
+        for n, s in states.items()
+    }
+
+    # Reachability from the initial state, over event and timer transitions alike.
+    reached = {initial}
+    frontier = [initial]
+    while frontier:
+        current = frontier.pop()
+        for t in transitions:
+            if current in t.sources:
+                nxt = t.target_from(current)
+                if nxt not in reached:
+                    reached.add(nxt)
+                    frontier.append(nxt)
+    for state_name in states:
+        if state_name not in reached:
+            raise fail(
+                f"unreachable from the initial state '{initial}'; add a transition into it "
+                "or remove it",
+                state_name,
+            )
+
+    events_map = getattr(cls, "events", {})
+    payload_schemas: dict[str, type[BaseModel]] = {}
+    for event_type, schema in events_map.items():
+        if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
+            raise fail(f"events['{event_type}'] must be a pydantic BaseModel subclass")
+        payload_schemas[event_type] = schema
+    handled = {t.event for t in transitions if t.event is not None}
+    start_event = getattr(cls, "start_event", None)
+    for event_type in handled:
+        payload_schemas.setdefault(event_type, EmptyPayload)
+    validated = frozenset(
+        e
+        for e, schema in payload_schemas.items()
+        if schema.model_fields or schema.model_config.get("extra") == "forbid"
+    )
+
+    candidates: dict[tuple[str, str], list[TransitionSpec]] = {}
+    fallbacks: dict[tuple[str, str], list[TransitionSpec]] = {}
+    for t in transitions:
+        if t.event is None:
+            continue
+        table = fallbacks if t.any_state else candidates
+        for source in t.sources:
+            table.setdefault((source, t.event), []).append(t)
+    for table in (candidates, fallbacks):
+        for (source, event_type), options in table.items():
+            for position, option in enumerate(options[:-1]):
+                if option.guard is None:
+                    shadowed = options[position + 1]
+                    raise fail(
+                        f"transition '{shadowed.name}' for '{event_type}' can never fire: "
+                        f"the unguarded transition '{option.name}' before it always wins; "
+                        "add a guard or reorder",
+                        source,
+                    )
+
+    def route(t: TransitionSpec, source: str) -> Route:
+        target = t.target_from(source)
+        internal = t.target is None
+        leaving, entering = state_specs[source], state_specs[target]
+        exit_hooks = () if internal else leaving.on_exit
+        enter_hooks = () if internal else entering.on_enter
+        return Route(
+            transition=t,
+            from_state=source,
+            to_state=target,
+            exit_hooks=exit_hooks,
+            enter_hooks=enter_hooks,
+            timers_to_cancel=() if internal else tuple(x.name for x in leaving.timers),
+            timers_to_set=() if internal else entering.timers,
+            finished=target in finals,
+            needs_context=bool(t.guard or t.action or exit_hooks or enter_hooks),
+        )
+
+    routes: dict[tuple[str, str], tuple[Route, ...]] = {}
+    for key in candidates.keys() | fallbacks.keys():
+        source = key[0]
+        own = candidates.get(key, [])
+        options = list(own)
+        if not own or own[-1].guard is not None:
+            options += fallbacks.get(key, [])
+        routes[key] = tuple(route(t, source) for t in options)
+    timer_routes = {
+        (t.sources[0], t.timer): route(t, t.sources[0]) for t in transitions if t.timer is not None
+    }
+    allowed = {n: tuple(sorted(e for (s, e) in routes if s == n)) for n in states}
+
+    return WorkflowSpec(
+        name=name,
+        version=version,
+        description=getattr(cls, "description", "") or (cls.__doc__ or "").strip(),
+        data_schema=data_schema,
+        states=state_specs,
+        initial=initial,
+        finals=finals,
+        transitions=tuple(transitions),
+        payload_schemas=payload_schemas,
+        validated_events=validated,
+        routes=routes,
+        timer_routes=timer_routes,
+        allowed_events=allowed,
+        handled_events=frozenset(handled) | ({start_event} if start_event else frozenset()),
+        start_event=start_event,
+    )
