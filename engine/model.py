@@ -114,6 +114,8 @@ class Outcome:
     revision: int | None = None
     rejection: Rejection | None = None
     error: str | None = None
+    instance: Instance | None = None
+    """The instance as this event left it (applied or rejected), without another read."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,7 +66,7 @@ from engine.observability import get_logger
 from engine.registry import Registry
 from engine.store import statements as sql
 from engine.store.database import driver_connection, driver_transaction
-from engine.store.writeset import InstanceUpdate, Topics, WriteSet
+from engine.store.writeset import InstanceUpdate, Topics, WriteSet, json_default
 
 log = get_logger("conveyor.runtime")
 
@@ -98,6 +98,21 @@ class _Working:
     entered: datetime | None = None
     error: Mapping[str, Any] | None = None
     changed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _PreparedStart:
+    """A start whose pure part (data validation, on-enter hooks) is done."""
+
+    instance_id: uuid.UUID
+    workflow: str
+    version: int
+    business_key: str
+    decision: Decision
+    idempotency_key: str | None
+    source: str
+    request_id: str | None
+    now: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +153,12 @@ class Runtime:
         self.topics = Topics.for_prefix(topic_prefix)
         self.clock = clock
         self._sleep = sleep
+        self._reads: GroupCommit[uuid.UUID, Instance | None] = GroupCommit(
+            self._get_many, max_batch=500, concurrency=send_concurrency
+        )
+        self._starts: GroupCommit[_PreparedStart, Instance | None] = GroupCommit(
+            self._start_batch, max_batch=200, concurrency=send_concurrency
+        )
         # Concurrent send() calls share transactions (see engine.batching).
         self._group: GroupCommit[Trigger, _Result] = GroupCommit(
             self._apply_grouped, max_batch=200, concurrency=send_concurrency
@@ -164,46 +185,83 @@ class Runtime:
         if not business_key:
             raise InvalidRequest("business_key must not be empty")
         definition = self.registry.get(workflow, version)
-        spec = definition.spec
         instance_id = uuid.uuid4()
         now = self.clock()
         decision = await initial_decision(definition, data, event_id=str(instance_id), now=now)
         if isinstance(decision, Rejection):
             raise PayloadInvalid(decision.message, decision.field_errors)
+        prepared = _PreparedStart(
+            instance_id,
+            definition.spec.name,
+            definition.spec.version,
+            business_key,
+            decision,
+            idempotency_key,
+            source,
+            request_id,
+            now,
+        )
+        # Concurrent starts share one transaction (group commit).
+        instance = await self._starts.submit(prepared)
+        if instance is not None:
+            log.info(
+                "instance started",
+                workflow=prepared.workflow,
+                instance_id=str(instance.id),
+                business_key=business_key,
+                state=instance.state,
+            )
+            return StartResult(instance, created=True)
+        # The business key or idempotency key is taken: the same start again, or a conflict.
+        async with driver_connection(self.engine) as conn:
+            existing = await conn.fetchrow(
+                sql.FIND_FOR_START, prepared.workflow, business_key, idempotency_key
+            )
+        if existing is None:  # the other instance went away meanwhile: start afresh
+            return await self.start(
+                workflow,
+                business_key,
+                data,
+                idempotency_key=idempotency_key,
+                version=version,
+                source=source,
+                request_id=request_id,
+            )
+        return self._existing_start(existing, business_key, idempotency_key)
+
+    async def _start_batch(self, starts: Sequence[_PreparedStart]) -> list[Instance | None]:
+        """Insert many new instances in one transaction; None where a key was taken."""
+        rows_json = orjson.dumps(
+            [
+                {
+                    "id": str(p.instance_id),
+                    "workflow": p.workflow,
+                    "version": p.version,
+                    "business_key": p.business_key,
+                    "state": p.decision.to_state,
+                    "data": p.decision.data,
+                    "start_key": p.idempotency_key,
+                    "now": p.now,
+                }
+                for p in starts
+            ],
+            default=json_default,
+        ).decode()
         for attempt in range(TRANSACTION_ATTEMPTS):
             try:
                 async with driver_transaction(self.engine) as conn:
-                    row = await conn.fetchrow(
-                        sql.INSERT_INSTANCE,
-                        instance_id,
-                        spec.name,
-                        spec.version,
-                        business_key,
-                        decision.to_state,
-                        orjson.dumps(decision.data).decode(),
-                        InstanceStatus.ACTIVE.value,
-                        idempotency_key,
-                        now,
-                    )
-                    if row is None:
-                        existing = await conn.fetchrow(
-                            sql.FIND_FOR_START, spec.name, business_key, idempotency_key
-                        )
-                        if existing is None:  # deleted between the two statements
-                            raise asyncpg.exceptions.SerializationError("retry start")
-                        return self._existing_start(existing, business_key, idempotency_key)
-                    instance = _instance(row)
-                    writes = WriteSet(now, self.topics)
-                    self._record_decision(writes, instance, decision, 1, source, request_id, {})
-                    await conn.fetchrow(sql.APPLY, *writes.params())
-                log.info(
-                    "instance started",
-                    workflow=spec.name,
-                    instance_id=str(instance.id),
-                    business_key=business_key,
-                    state=instance.state,
-                )
-                return StartResult(instance, created=True)
+                    inserted = await conn.fetch(sql.INSERT_INSTANCES, rows_json)
+                    created = {row["id"]: _instance(row) for row in inserted}
+                    if created:
+                        writes = WriteSet(self.clock(), self.topics)
+                        for p in starts:
+                            instance = created.get(p.instance_id)
+                            if instance is not None:
+                                self._record_decision(
+                                    writes, instance, p.decision, 1, p.source, p.request_id, {}
+                                )
+                        await conn.fetchrow(sql.APPLY, *writes.params())
+                return [created.get(p.instance_id) for p in starts]
             except TRANSIENT_ERRORS:
                 if attempt == TRANSACTION_ATTEMPTS - 1:
                     raise
@@ -570,7 +628,13 @@ class Runtime:
         if decision.finished:
             current.status = InstanceStatus.COMPLETED
         return Outcome(
-            event_id, "applied", instance.id, decision.from_state, decision.to_state, revision
+            event_id,
+            "applied",
+            instance.id,
+            decision.from_state,
+            decision.to_state,
+            revision,
+            instance=_snapshot_of(current, now),
         )
 
     def _record_decision(
@@ -669,6 +733,7 @@ class Runtime:
             None,
             current.revision,
             rejection=rejection,
+            instance=_snapshot_of(current, None),
         )
 
     # ------------------------------------------------------------------ operator
@@ -811,11 +876,20 @@ class Runtime:
     # ------------------------------------------------------------------ queries
 
     async def get(self, instance_id: uuid.UUID) -> Instance:
-        async with driver_connection(self.engine) as conn:
-            row = await conn.fetchrow(sql.GET_INSTANCE, instance_id)
-        if row is None:
+        """One instance by id. Concurrent calls share one query (group read)."""
+        instance = await self._reads.submit(instance_id)
+        if instance is None:
             raise InstanceNotFound(f"no instance {instance_id}")
-        return _instance(row)
+        return instance
+
+    async def _get_many(self, ids: Sequence[uuid.UUID]) -> list[Instance | None]:
+        async with driver_connection(self.engine) as conn:
+            if len(ids) == 1:
+                row = await conn.fetchrow(sql.GET_INSTANCE, ids[0])
+                return [None if row is None else _instance(row)]
+            rows = await conn.fetch(sql.GET_INSTANCES, list(set(ids)))
+        found = {row["id"]: _instance(row) for row in rows}
+        return [found.get(i) for i in ids]
 
     async def find(self, workflow: str, business_key: str) -> Instance:
         async with driver_connection(self.engine) as conn:
@@ -902,6 +976,25 @@ def _instance(row: asyncpg.Record) -> Instance:
         updated_at=row["updated_at"],
         state_entered_at=row["state_entered_at"],
         error=row["error"],
+    )
+
+
+def _snapshot_of(current: _Working, now: datetime | None) -> Instance:
+    """The instance as the batch has left it so far (what the commit will store)."""
+    base = current.instance
+    return Instance(
+        id=base.id,
+        workflow=base.workflow,
+        version=base.version,
+        business_key=base.business_key,
+        state=current.state,
+        data=current.data,
+        status=current.status,
+        revision=current.revision,
+        created_at=base.created_at,
+        updated_at=now if now is not None and current.changed else base.updated_at,
+        state_entered_at=current.entered or base.state_entered_at,
+        error=current.error,
     )
 
 

@@ -125,10 +125,16 @@ select (select count(*) from upd) as updated, (select count(*) from inb) as reco
        (select count(*) from outb) as published
 """
 
-INSERT_INSTANCE = f"""
+# New instances, many at once; a taken business key or idempotency key skips its row
+# (the caller then finds out whether it is the same start again or a conflict).
+INSERT_INSTANCES = f"""
 insert into instances (id, workflow, version, business_key, state, data, status, revision,
                        start_key, created_at, updated_at, state_entered_at)
-values ($1, $2, $3, $4, $5, $6::text::jsonb, $7, 1, $8, $9, $9, $9)
+select r.id, r.workflow, r.version, r.business_key, r.state, r.data, 'active', 1,
+       r.start_key, r.now, r.now, r.now
+from jsonb_to_recordset($1::jsonb)
+     as r(id uuid, workflow text, version int, business_key text, state text, data jsonb,
+          start_key text, now timestamptz)
 on conflict do nothing
 returning {INSTANCE_COLUMNS}
 """
@@ -141,6 +147,8 @@ limit 1
 """
 
 GET_INSTANCE = f"select {INSTANCE_COLUMNS} from instances where id = $1"
+
+GET_INSTANCES = f"select {INSTANCE_COLUMNS} from instances where id = any($1::uuid[])"
 
 FIND_INSTANCE = (
     f"select {INSTANCE_COLUMNS} from instances where workflow = $1 and business_key = $2"

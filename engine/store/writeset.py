@@ -248,13 +248,13 @@ class WriteSet:
         return [
             self.now,
             *(
-                orjson.dumps(rows, default=_json_default).decode()
+                orjson.dumps(rows, default=json_default).decode()
                 for rows in (updates, self._history, inbox, self._outbox, deletes, sets)
             ),
         ]
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
     if isinstance(value, Mapping):
         return dict(value)
     if isinstance(value, uuid.UUID):  # asyncpg's own UUID type, which orjson does not know

@@ -433,3 +433,60 @@ async def test_the_same_event_sent_concurrently_takes_effect_once(runtime: Runti
     outcomes = await asyncio.gather(*(runtime.send(event) for _ in range(10)))
     assert sorted(o.status for o in outcomes) == ["applied"] + ["duplicate"] * 9
     assert (await runtime.get(started.instance.id)).data["count"] == 1
+
+
+async def test_concurrent_starts_share_transactions_and_keep_their_guarantees(
+    runtime: Runtime, db: AsyncEngine
+) -> None:
+    distinct = await asyncio.gather(
+        *(runtime.start("test.counter", f"S-{i}", {"key": f"S-{i}"}) for i in range(30))
+    )
+    assert all(r.created for r in distinct)
+    assert len({r.instance.id for r in distinct}) == 30
+
+    same_key = await asyncio.gather(
+        *(
+            runtime.start("test.counter", "SAME", {"key": "SAME"}, idempotency_key="k")
+            for _ in range(10)
+        )
+    )
+    assert sum(r.created for r in same_key) == 1
+    assert len({r.instance.id for r in same_key}) == 1
+
+    rivals = await asyncio.gather(
+        *(
+            runtime.start("test.counter", "RIVAL", {"key": "RIVAL"}, idempotency_key=f"r{i}")
+            for i in range(5)
+        ),
+        return_exceptions=True,
+    )
+    assert sum(not isinstance(r, BaseException) for r in rivals) == 1
+    assert all(isinstance(r, InstanceConflict) for r in rivals if isinstance(r, BaseException))
+    history = await rows(db, "select count(*) from history where outcome = 'started'")
+    assert history[0][0] == 32
+
+
+async def test_concurrent_gets_share_queries_and_a_missing_id_fails_alone(
+    runtime: Runtime,
+) -> None:
+    from engine.errors import InstanceNotFound
+
+    ids = [
+        (await runtime.start("test.counter", f"G-{i}", {"key": f"G-{i}"})).instance.id
+        for i in range(20)
+    ]
+    missing = uuid.uuid4()
+    results = await asyncio.gather(
+        *(runtime.get(i) for i in [*ids, missing, *ids]), return_exceptions=True
+    )
+    assert [r.id for r in results[:20] if not isinstance(r, BaseException)] == ids
+    assert isinstance(results[20], InstanceNotFound)
+    assert [r.id for r in results[21:] if not isinstance(r, BaseException)] == ids
+
+
+async def test_an_outcome_carries_the_instance_as_the_event_left_it(runtime: Runtime) -> None:
+    started = await runtime.start("test.counter", "O-1", {"key": "O-1"})
+    outcome = await runtime.send(ev(started.instance.id, "counter.tick", {"by": 3}))
+    assert outcome.instance is not None
+    stored = await runtime.get(started.instance.id)
+    assert outcome.instance == stored
