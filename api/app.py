@@ -13,10 +13,19 @@ import orjson
 from sanic import Sanic
 from sanic.config import Config
 
+from api import openapi
+from api.auth import KeyCache, authenticate
 from api.health import bp as health_bp
+from api.instances import bp as instances_bp
+from api.metrics import Metrics, record_request
+from api.metrics import bp as metrics_bp
 from api.problems import ProblemErrorHandler
+from api.tracing import begin_request, end_request
+from api.workflows import bp as workflows_bp
 from engine.messaging.clients import KafkaProbe, create_producer
 from engine.observability import configure_logging, configure_sentry, get_logger
+from engine.registry import load_workflows
+from engine.runtime import Runtime
 from engine.settings import Settings
 from engine.store.database import create_engine
 
@@ -36,28 +45,51 @@ def create_app(
     """
     settings = settings or Settings()
     configure_logging(settings)
-    configure_sentry(settings, component="api")
+    sentry_on = configure_sentry(settings, component="api")
+    if sentry_on:
+        _ignore_client_errors_in_sentry()
     app: Sanic[Config, Any] = Sanic(
         name, dumps=_dumps, error_handler=ProblemErrorHandler(), configure_logging=False
     )
     app.config.REQUEST_MAX_SIZE = 1_000_000
     app.config.FALLBACK_ERROR_FORMAT = "json"
     app.ctx.settings = settings
+    app.ctx.sentry_on = sentry_on
+    app.ctx.registry = load_workflows(settings.workflow_modules)
+    app.ctx.metrics = Metrics()
+    app.ctx.key_cache = KeyCache()
     app.blueprint(health_bp)
+    app.blueprint(metrics_bp)
+    app.blueprint(workflows_bp)
+    app.blueprint(instances_bp)
+    # Order matters: the request id first (so that a 401 carries it), then the key.
+    app.register_middleware(begin_request, "request")
+    app.register_middleware(authenticate, "request")
+    app.register_middleware(end_request, "response")
+    app.register_middleware(record_request, "response")
+    openapi.install(app)
 
     @app.before_server_start
     async def open_resources(app: Sanic[Config, Any]) -> None:
         app.ctx.db = create_engine(settings)
+        app.ctx.runtime = Runtime(app.ctx.db, app.ctx.registry, topic_prefix=settings.topic_prefix)
         app.ctx.kafka_probe = KafkaProbe(settings)
         app.ctx.producer = create_producer(settings)
         app.ctx.producer_task = asyncio.create_task(_start_producer(app))
         app.ctx.worker_task = None
         if with_worker:
+            from engine.messaging.metrics import WorkerMetrics
             from engine.worker import run_worker
 
             app.ctx.worker_stop = asyncio.Event()
+            app.ctx.worker_metrics = WorkerMetrics()  # /metrics shows its counters too
             app.ctx.worker_task = asyncio.create_task(
-                run_worker(settings, stop=app.ctx.worker_stop, install_signals=False)
+                run_worker(
+                    settings,
+                    stop=app.ctx.worker_stop,
+                    install_signals=False,
+                    metrics=app.ctx.worker_metrics,
+                )
             )
 
     @app.after_server_stop
@@ -72,6 +104,22 @@ def create_app(
         await app.ctx.db.dispose()
 
     return app
+
+
+def _ignore_client_errors_in_sentry() -> None:
+    """Sentry gets server errors only: a 404 or 409 the API answers on purpose is no bug."""
+    import sentry_sdk
+
+    from engine.errors import ConveyorError
+
+    def drop_client_errors(event: Any, hint: dict[str, Any]) -> Any:
+        exc_info = hint.get("exc_info") if hint else None
+        error = exc_info[1] if exc_info else None
+        if isinstance(error, ConveyorError) and error.status_code < 500:
+            return None
+        return event
+
+    sentry_sdk.get_global_scope().add_event_processor(drop_client_errors)
 
 
 async def _start_producer(app: Sanic[Config, Any]) -> None:

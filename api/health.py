@@ -12,13 +12,13 @@ from engine.errors import DependencyUnavailable
 bp = Blueprint("health")
 
 
-@bp.get("/health")
+@bp.get("/health", ctx_public=True)
 async def health(request: Request) -> HTTPResponse:
     """The process is alive and its event loop answers."""
     return json({"status": "ok"})
 
 
-@bp.get("/ready")
+@bp.get("/ready", ctx_public=True)
 async def ready(request: Request) -> HTTPResponse:
     """Real checks of PostgreSQL and Kafka, run concurrently with a bounded wait each."""
     ctx = request.app.ctx

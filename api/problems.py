@@ -15,6 +15,7 @@ from engine.observability import get_logger
 
 PROBLEM_JSON = "application/problem+json"
 log = get_logger("conveyor.api")
+GENERIC_DETAIL = "An unexpected error occurred; quote the request id when reporting it."
 
 
 def problem(
@@ -47,28 +48,40 @@ class ProblemErrorHandler(ErrorHandler):
 
     def default(self, request: Request, exception: Exception) -> HTTPResponse:
         path = request.path if request else None
+        request_id = getattr(request.ctx, "request_id", None) if request else None
         if isinstance(exception, ConveyorError):
             if exception.status_code >= 500:
+                # The message may name internals (SQL, hosts, states): log it, answer plainly.
                 log.error("request failed", error=str(exception), exc_info=exception)
+                return problem(
+                    exception.status_code,
+                    exception.title,
+                    GENERIC_DETAIL,
+                    instance=path,
+                    request_id=request_id,
+                )
             return problem(
                 exception.status_code,
                 exception.title,
                 str(exception) or None,
                 type_=exception.problem_type,
                 instance=path,
+                headers=getattr(exception, "headers", None),
+                request_id=request_id,
                 **getattr(exception, "extensions", {}),
             )
         if isinstance(exception, SanicException):
             status = int(exception.status_code)
             if status >= 500:
                 log.error("request failed", exc_info=exception)
-                return problem(status, instance=path)
+                return problem(status, instance=path, request_id=request_id)
             return problem(
                 status,
                 detail=str(exception) or None,
                 instance=path,
                 headers=dict(getattr(exception, "headers", None) or {}) or None,
+                request_id=request_id,
             )
         # Unexpected: report it (Sentry's Sanic integration sees it), answer a bare 500.
         log.error("unhandled error", exc_info=exception)
-        return problem(500, detail="An unexpected error occurred.", instance=path)
+        return problem(500, detail=GENERIC_DETAIL, instance=path, request_id=request_id)

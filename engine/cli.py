@@ -54,6 +54,36 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return _run_async(run_worker(settings))
 
 
+def cmd_emit(args: argparse.Namespace, settings: Settings) -> int:
+    import orjson
+    import uvloop
+
+    from engine.messaging.emit import emit
+
+    try:
+        data = orjson.loads(args.data)
+    except orjson.JSONDecodeError as exc:
+        print(f"--data is not valid JSON: {exc}", file=sys.stderr)
+        return 2
+    if not isinstance(data, dict):
+        print("--data must be a JSON object", file=sys.stderr)
+        return 2
+    sent = uvloop.run(
+        emit(
+            settings,
+            args.type,
+            key=args.key,
+            data=data,
+            topic=args.topic,
+            binary=args.binary,
+            event_id=args.id,
+            source=args.source,
+        )
+    )
+    print(f"emitted {args.type} id={sent.id} to {sent.topic}[{sent.partition}]@{sent.offset}")
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     from engine.store.migrations import upgrade
 
@@ -61,6 +91,32 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     where = f" (schema {settings.database_schema})" if settings.database_schema else ""
     print(f"database migrated to {args.revision}{where}")
     return 0
+
+
+def cmd_apikey_create(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.auth import create_api_key, parse_scopes
+    from engine.errors import InvalidRequest
+    from engine.store.database import create_engine
+
+    try:
+        scopes = parse_scopes(args.scopes)
+    except InvalidRequest as exc:
+        print(f"conveyor apikey create: {exc}", file=sys.stderr)
+        return 2
+
+    async def create() -> int:
+        engine = create_engine(settings, pool_size=1)
+        try:
+            created = await create_api_key(engine, args.name, scopes)
+        finally:
+            await engine.dispose()
+        key = created.key
+        print(f"created API key {key.prefix} ({key.name}; scopes: {', '.join(key.scopes)})")
+        print("store it now; it is not shown again:", file=sys.stderr)
+        print(created.secret)
+        return 0
+
+    return _run_async(create())
 
 
 def _run_async(coro: Coroutine[Any, Any, int | None]) -> int:
@@ -112,6 +168,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--revision", default="head", help="target revision (default: head)")
     p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("apikey", help="manage API keys", description="Manage HTTP API keys.")
+    keys = p.add_subparsers(dest="apikey_command", required=True, metavar="ACTION")
+    p = keys.add_parser(
+        "create",
+        help="create a key and print it once",
+        description="Create an API key and print it (only its SHA-256 is stored). Scopes "
+        "nest: admin includes write, write includes read.",
+    )
+    p.add_argument("--name", required=True, help="who or what uses the key")
+    p.add_argument("--scopes", default="read", help="comma-separated: read, write, admin")
+    p.set_defaults(func=cmd_apikey_create)
+
+    p = sub.add_parser(
+        "emit",
+        help="publish a CloudEvent to a worker topic",
+        description="Publish one CloudEvent (for demos and operators) and wait for the "
+        "broker's acknowledgement. KEY is the business key: the CloudEvent subject and the "
+        "Kafka message key. The topic defaults to CONVEYOR_TOPIC_PREFIX.in.",
+    )
+    p.add_argument("type", metavar="TYPE", help="CloudEvent type, e.g. order.placed")
+    p.add_argument("--key", required=True, help="business key (subject and message key)")
+    p.add_argument("--data", default="{}", help="JSON object: the event's data (default {})")
+    p.add_argument("--topic", help="topic (default: CONVEYOR_TOPIC_PREFIX.in)")
+    p.add_argument("--binary", action="store_true", help="binary mode (ce_* headers)")
+    p.add_argument("--id", help="CloudEvent id (default: a new UUID); reuse it to test dedupe")
+    p.add_argument("--source", default="conveyor/cli", help="CloudEvent source")
+    p.set_defaults(func=cmd_emit)
     return parser
 
 

@@ -204,7 +204,7 @@ class Runtime:
         # Concurrent starts share one transaction (group commit).
         instance = await self._starts.submit(prepared)
         if instance is not None:
-            log.info(
+            log.debug(
                 "instance started",
                 workflow=prepared.workflow,
                 instance_id=str(instance.id),

@@ -1,0 +1,254 @@
+"""``/v1/instances``: read, list, send events, history, cancel and retry (operator)."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sanic import Blueprint, HTTPResponse, Request
+
+from api.context import check_storable, json_response, metrics_of, runtime_of, timed
+from api.idempotency import HEADER as IDEMPOTENCY_HEADER
+from api.schemas import CancelInstance, HistoryQuery, InstanceQuery, SendEvent
+from api.tracing import request_id_of, tag_request
+from api.validation import parse_body, parse_query, parse_uuid
+from engine.decide import Rejection
+from engine.errors import ConveyorError, InstanceNotFound, InvalidRequest
+from engine.model import Event, Outcome
+from engine.runtime import InstanceFilter
+from engine.store.database import driver_connection
+
+bp = Blueprint("instances", url_prefix="/v1/instances")
+
+# How each rejection reason answers: 409 for "not now", 422 for "never like this".
+REJECTION_STATUS = {
+    "not_allowed": 409,
+    "guard_refused": 409,
+    "finished": 409,
+    "inactive": 409,
+    "invalid_payload": 422,
+    "unknown_event": 422,
+}
+
+
+class EventRejected(ConveyorError):
+    """The state machine refused the event; the problem says why and what is allowed."""
+
+    title = "Event rejected"
+
+    def __init__(self, rejection: Rejection) -> None:
+        super().__init__(rejection.message)
+        self.status_code = REJECTION_STATUS.get(rejection.reason, 409)
+        self.extensions: dict[str, Any] = {
+            "reason": rejection.reason,
+            "event_id": rejection.event_id,
+            "event_type": rejection.event_type,
+            "state": rejection.state,
+            "allowed_events": list(rejection.allowed_events),
+            "errors": [
+                {"path": f"payload.{f.path}" if f.path else "payload", "message": f.message}
+                for f in rejection.field_errors
+            ]
+            or None,
+        }
+
+
+class DuplicateRejected(ConveyorError):
+    """A retried event id whose first delivery was rejected: answered the same way again."""
+
+    status_code = 409
+    title = "Event rejected"
+
+
+class EventIdTaken(ConveyorError):
+    status_code = 409
+    title = "Event id already used"
+
+
+@bp.get("/", ctx_scope="read")
+async def list_instances(request: Request) -> HTTPResponse:
+    """Instances matching the filters, newest first; ``next_cursor`` pages on."""
+    query = parse_query(request, InstanceQuery)
+    filters = InstanceFilter(
+        workflow=query.workflow,
+        state=query.state,
+        status=query.status,
+        business_key_prefix=query.business_key_prefix,
+        created_after=_aware(query.created_after),
+        created_before=_aware(query.created_before),
+        updated_after=_aware(query.updated_after),
+        updated_before=_aware(query.updated_before),
+    )
+    page = await runtime_of(request).list_instances(filters, limit=query.limit, cursor=query.cursor)
+    return json_response(
+        {"items": [i.to_json() for i in page.items], "next_cursor": page.next_cursor}
+    )
+
+
+@bp.get("/<instance_id:str>", ctx_scope="read")
+async def get_instance(request: Request, instance_id: str) -> HTTPResponse:
+    """One instance: state, status, data, revision, timestamps, error if failed."""
+    instance = await runtime_of(request).get(parse_uuid(instance_id))
+    return json_response(instance.to_json())
+
+
+@bp.post("/<instance_id:str>/events", ctx_scope="write")
+async def send_event(request: Request, instance_id: str) -> HTTPResponse:
+    """Apply an event now. 200 applied or duplicate; 202 when the workflow's action failed
+    (the instance is failed and the event is applied again by a retry); 409 when not
+    allowed in the current state; 422 when the payload fails its schema."""
+    target = parse_uuid(instance_id)
+    body = parse_body(request, SendEvent)
+    check_storable(body.payload, "payload")
+    header_id = request.headers.get(IDEMPOTENCY_HEADER)
+    if header_id is not None and (not header_id or len(header_id) > 200 or "\x00" in header_id):
+        raise InvalidRequest(f"{IDEMPOTENCY_HEADER} must be 1 to 200 characters")
+    if body.id is not None and header_id is not None and body.id != header_id:
+        raise InvalidRequest(f"the body's id and the {IDEMPOTENCY_HEADER} header differ")
+    event_id = body.id or header_id or uuid.uuid4().hex
+    tag_request(request, instance=str(target))
+    runtime = runtime_of(request)
+    event = Event(
+        type=body.type,
+        event_id=event_id,
+        payload=body.payload,
+        instance_id=target,
+        source="http",
+        request_id=request_id_of(request),
+    )
+    async with timed(request, "event"), _workflow_tagged_on_failure(request, target):
+        outcome = await runtime.send(event)
+    if outcome.status == "not_found":
+        raise InstanceNotFound(f"no instance {target}")
+    # An applied or rejected event comes with the instance as it left it: no second read.
+    instance = outcome.instance or await runtime.get(target)
+    tag_request(request, workflow=instance.workflow)
+    metrics = metrics_of(request)
+    metrics.transitions.inc(instance.workflow, outcome.status)
+    if outcome.status == "rejected" and outcome.rejection is not None:
+        metrics.rejections.inc(instance.workflow, outcome.rejection.reason)
+        raise EventRejected(outcome.rejection)
+    original = None
+    if outcome.status == "duplicate":
+        outcome, original = await _first_delivery(request, target, outcome)
+    status = 202 if outcome.status == "failed" else 200
+    return json_response(
+        {"outcome": _outcome_json(outcome, original), "instance": instance.to_json()}, status
+    )
+
+
+@bp.get("/<instance_id:str>/history", ctx_scope="read")
+async def get_history(request: Request, instance_id: str) -> HTTPResponse:
+    """The instance's history in order; ``cursor`` is the last id seen."""
+    target = parse_uuid(instance_id)
+    query = parse_query(request, HistoryQuery)
+    records = await runtime_of(request).history(target, after=query.cursor, limit=query.limit + 1)
+    more = len(records) > query.limit
+    records = records[: query.limit]
+    return json_response(
+        {
+            "items": [r.to_json() for r in records],
+            "next_cursor": str(records[-1].id) if more else None,
+        }
+    )
+
+
+@bp.post("/<instance_id:str>/cancel", ctx_scope="admin")
+async def cancel_instance(request: Request, instance_id: str) -> HTTPResponse:
+    """Operator: cancel an active or failed instance (its timers go). Idempotent."""
+    target = parse_uuid(instance_id)
+    body = parse_body(request, CancelInstance, optional=True)
+    tag_request(request, instance=str(target))
+    async with timed(request, "cancel"), _workflow_tagged_on_failure(request, target):
+        instance = await runtime_of(request).cancel(
+            target, reason=body.reason, request_id=request_id_of(request)
+        )
+    metrics_of(request).transitions.inc(instance.workflow, "cancelled")
+    return json_response(instance.to_json())
+
+
+@bp.post("/<instance_id:str>/retry", ctx_scope="admin")
+async def retry_instance(request: Request, instance_id: str) -> HTTPResponse:
+    """Operator: re-activate a failed instance and re-apply the event that failed it."""
+    target = parse_uuid(instance_id)
+    tag_request(request, instance=str(target))
+    runtime = runtime_of(request)
+    async with timed(request, "retry"), _workflow_tagged_on_failure(request, target):
+        outcome = await runtime.retry(target, request_id=request_id_of(request))
+    instance = await runtime.get(target)
+    metrics_of(request).transitions.inc(instance.workflow, f"retry_{outcome.status}")
+    status = 202 if outcome.status == "failed" else 200
+    return json_response(
+        {"outcome": _outcome_json(outcome, None), "instance": instance.to_json()}, status
+    )
+
+
+@asynccontextmanager
+async def _workflow_tagged_on_failure(request: Request, target: uuid.UUID) -> AsyncIterator[None]:
+    """On a server error, name the instance's workflow too (for Sentry), then re-raise."""
+    try:
+        yield
+    except Exception as exc:
+        if not isinstance(exc, ConveyorError) or exc.status_code >= 500:
+            # Best effort: the original error is what matters and is re-raised below.
+            with contextlib.suppress(Exception):
+                instance = await runtime_of(request).get(target)
+                tag_request(request, workflow=instance.workflow)
+        raise
+
+
+async def _first_delivery(
+    request: Request, target: uuid.UUID, outcome: Outcome
+) -> tuple[Outcome, str]:
+    """What the first delivery of a duplicate event id did, from the inbox and history."""
+    async with driver_connection(request.app.ctx.db) as conn:
+        row = await conn.fetchrow(
+            "select i.instance_id, i.outcome, h.from_state, h.to_state, h.revision, h.reason"
+            " from inbox i left join lateral ("
+            "   select from_state, to_state, revision, reason from history"
+            "   where instance_id = i.instance_id and event_id = i.event_id"
+            "   order by id desc limit 1) h on true"
+            " where i.event_id = $1",
+            outcome.event_id,
+        )
+    if row is None:  # the inbox row was cleaned up; nothing more to tell
+        return outcome, "unknown"
+    if row["instance_id"] != target:
+        raise EventIdTaken(
+            f"event id {outcome.event_id!r} was already used for another instance; "
+            "event ids are global"
+        )
+    if row["outcome"] == "rejected":
+        raise DuplicateRejected(f"event {outcome.event_id!r} was rejected before: {row['reason']}")
+    first = Outcome(
+        outcome.event_id,
+        "duplicate",
+        target,
+        row["from_state"],
+        row["to_state"],
+        row["revision"],
+        error=row["reason"],
+    )
+    return first, str(row["outcome"])
+
+
+def _outcome_json(outcome: Outcome, original: str | None) -> dict[str, Any]:
+    return {
+        "event_id": outcome.event_id,
+        "status": outcome.status,
+        "original_status": original,
+        "from_state": outcome.from_state,
+        "to_state": outcome.to_state,
+        "revision": outcome.revision,
+        "error": outcome.error,
+    }
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value

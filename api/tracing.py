@@ -1,0 +1,59 @@
+"""Request ids and per-request context for logs and Sentry.
+
+Every request gets an id: the client's ``X-Request-ID`` when it is a sane token, else a
+new one. It is returned in the response, bound to every log line logged while the
+request runs (structlog contextvars) and passed to the runtime, which stores it in the
+history and in the Kafka headers of what the request caused (through the outbox).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+import sentry_sdk
+import structlog
+from sanic import Request
+from sanic.response import BaseHTTPResponse
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_SANE_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
+
+
+def request_id_of(request: Request) -> str:
+    request_id: str = request.ctx.request_id
+    return request_id
+
+
+async def begin_request(request: Request) -> None:
+    """Request middleware: start the clock, pick the request id, bind it for logging."""
+    request.ctx.started = time.perf_counter()
+    given = request.headers.get(REQUEST_ID_HEADER)
+    request_id = given if given and _SANE_ID.fullmatch(given) else uuid.uuid4().hex
+    request.ctx.request_id = request_id
+    # Requests on one keep-alive connection share a task: start from a clean context.
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    if request.app.ctx.sentry_on:
+        sentry_sdk.set_tag("request_id", request_id)
+
+
+async def end_request(request: Request, response: BaseHTTPResponse) -> None:
+    """Response middleware: return the request id (on errors too)."""
+    request_id = getattr(request.ctx, "request_id", None)
+    if request_id is not None:
+        response.headers[REQUEST_ID_HEADER] = request_id
+
+
+def tag_request(
+    request: Request, *, workflow: str | None = None, instance: str | None = None
+) -> None:
+    """Name the workflow and instance a request is about, in logs and in Sentry events."""
+    values = {k: v for k, v in (("workflow", workflow), ("instance_id", instance)) if v}
+    structlog.contextvars.bind_contextvars(**values)
+    if request.app.ctx.sentry_on:
+        if workflow:
+            sentry_sdk.set_tag("workflow", workflow)
+        if instance:
+            sentry_sdk.set_tag("instance", instance)

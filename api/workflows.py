@@ -1,0 +1,148 @@
+"""``/v1/workflows``: definitions, diagrams, starting instances, lookup by business key."""
+
+from __future__ import annotations
+
+import uuid
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+from sanic import Blueprint, HTTPResponse, Request
+
+from api import idempotency
+from api.context import check_storable, json_response, metrics_of, runtime_of, timed
+from api.schemas import StartInstance, VersionQuery
+from api.tracing import request_id_of, tag_request
+from api.validation import parse_body, parse_query
+from engine.decide import FieldError
+from engine.errors import InstanceNotFound, InvalidRequest, PayloadInvalid
+from engine.introspect import describe, mermaid
+
+bp = Blueprint("workflows", url_prefix="/v1/workflows")
+
+
+class DiagramQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    version: int | None = Field(None, ge=1, le=2**31 - 1)
+    instance: uuid.UUID | None = None
+
+
+@bp.get("/", ctx_scope="read")
+async def list_workflows(request: Request) -> HTTPResponse:
+    """Every registered workflow with its versions."""
+    registry = runtime_of(request).registry
+    latest: dict[str, dict[str, object]] = {}
+    for definition in registry.all():  # by name, then ascending version
+        spec = definition.spec
+        latest[spec.name] = {
+            "name": spec.name,
+            "description": spec.description or None,
+            "latest_version": spec.version,
+            "versions": list(registry.versions(spec.name)),
+            "start_event": spec.start_event,
+        }
+    return json_response({"items": list(latest.values())})
+
+
+@bp.get("/<name:str>", ctx_scope="read")
+async def get_workflow(request: Request, name: str) -> HTTPResponse:
+    """A workflow version (default: the latest): states, transitions, events, timers."""
+    query = parse_query(request, VersionQuery)
+    registry = runtime_of(request).registry
+    definition = registry.get(name, query.version)
+    body = describe(definition)
+    body["versions"] = list(registry.versions(name))
+    return json_response(body)
+
+
+@bp.get("/<name:str>/diagram", ctx_scope="read")
+async def get_diagram(request: Request, name: str) -> HTTPResponse:
+    """A Mermaid state diagram; ``?instance=ID`` highlights that instance's current state."""
+    query = parse_query(request, DiagramQuery)
+    runtime = runtime_of(request)
+    definition = runtime.registry.get(name, query.version)
+    highlight = None
+    if query.instance is not None:
+        instance = await runtime.get(query.instance)
+        if instance.workflow != name:
+            raise InstanceNotFound(f"instance {instance.id} is not a {name} instance")
+        definition = runtime.registry.get(name, instance.version)
+        if instance.state in definition.spec.states:
+            highlight = instance.state
+    return HTTPResponse(
+        mermaid(definition, highlight=highlight), content_type="text/plain; charset=utf-8"
+    )
+
+
+@bp.post("/<name:str>/instances", ctx_scope="write")
+async def start_instance(request: Request, name: str) -> HTTPResponse:
+    """Start an instance. With ``Idempotency-Key``, a retry gets the original response."""
+    body = parse_body(request, StartInstance)
+    check_storable(body.data, "data")
+    runtime = runtime_of(request)
+    runtime.registry.get(name, body.version)  # 404 before anything is stored
+    tag_request(request, workflow=name)
+    key = idempotency_key(request)
+    endpoint = f"start:{name}"
+    digest = idempotency.request_hash(name, body.model_dump(mode="json"))
+    if key is not None:
+        stored = await idempotency.find(request.app.ctx.db, key, endpoint, digest)
+        if stored is not None:
+            return _replay(stored, replayed=True)
+    try:
+        async with timed(request, "start"):
+            result = await runtime.start(
+                name,
+                body.business_key,
+                body.data,
+                idempotency_key=key,
+                version=body.version,
+                source="api",
+                request_id=request_id_of(request),
+            )
+    except PayloadInvalid as exc:
+        # The runtime names fields of the data; the client sent them under "data".
+        errors = [
+            FieldError(f"data.{e.path}" if e.path else "data", e.message) for e in exc.field_errors
+        ]
+        raise PayloadInvalid(str(exc), errors) from None
+    instance = result.instance
+    tag_request(request, instance=str(instance.id))
+    metrics_of(request).transitions.inc(name, "started" if result.created else "duplicate")
+    response = idempotency.StoredResponse(201, orjson.dumps(instance.to_json()))
+    if key is not None:
+        response = await idempotency.remember(request.app.ctx.db, key, endpoint, digest, response)
+    return _replay(response, replayed=not result.created)
+
+
+@bp.get("/<name:str>/instances/<business_key:str>", ctx_scope="read")
+async def find_instance(request: Request, name: str, business_key: str) -> HTTPResponse:
+    """The instance of ``name`` with ``business_key``."""
+    runtime = runtime_of(request)
+    runtime.registry.get(name)
+    if "\x00" in business_key:
+        raise InstanceNotFound(f"no {name} instance with business key {business_key!r}")
+    instance = await runtime.find(name, business_key)
+    tag_request(request, workflow=name, instance=str(instance.id))
+    return json_response(instance.to_json())
+
+
+def idempotency_key(request: Request) -> str | None:
+    key: str | None = request.headers.get(idempotency.HEADER)
+    if key is None:
+        return None
+    if not key or len(key) > idempotency.MAX_KEY_LENGTH or "\x00" in key:
+        raise InvalidRequest(
+            f"{idempotency.HEADER} must be 1 to {idempotency.MAX_KEY_LENGTH} characters"
+        )
+    return key
+
+
+def _replay(stored: idempotency.StoredResponse, *, replayed: bool) -> HTTPResponse:
+    instance_id = orjson.loads(stored.body)["id"]
+    headers = {"Location": f"/v1/instances/{instance_id}"}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return HTTPResponse(
+        stored.body, status=stored.status, headers=headers, content_type="application/json"
+    )
