@@ -1,25 +1,43 @@
 """The worker process: the long-running services that advance instances.
 
-Each service is an async callable that runs until the shared ``stop`` event is set and
-then returns after finishing its current batch. The worker stops them all on SIGTERM or
-SIGINT, within a bound.
+Services: the Kafka event consumer (:mod:`engine.messaging.consumer`), the outbox relay
+(:mod:`engine.messaging.relay`), the timer scheduler (:mod:`engine.scheduler`) and a
+metrics reporter. Each is an async callable that runs until the shared ``stop`` event is
+set and then returns after finishing its current batch. The worker stops them all on
+SIGTERM or SIGINT, within a bound; if one service dies, the worker stops the others and
+exits non-zero, so that its supervisor restarts it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+
+from engine.messaging.consumer import ConsumerOptions, EventConsumer
+from engine.messaging.metrics import WorkerMetrics
+from engine.messaging.relay import OutboxRelay
+from engine.messaging.routing import Router
 from engine.observability import configure_sentry, get_logger
+from engine.registry import load_workflows
+from engine.runtime import Runtime
+from engine.scheduler import TimerScheduler
 from engine.settings import Settings
 from engine.store.database import create_engine
+from engine.store.writeset import Topics
 
 log = get_logger("conveyor.worker")
 
 Service = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 SHUTDOWN_GRACE_SECONDS = 20.0
+METRICS_INTERVAL_SECONDS = 30.0
+INPUT_PARTITIONS = 6
+TOPIC_SETUP_TIMEOUT_SECONDS = 10.0
 
 
 async def run_worker(
@@ -27,28 +45,108 @@ async def run_worker(
     *,
     stop: asyncio.Event | None = None,
     install_signals: bool = True,
+    metrics: WorkerMetrics | None = None,
+    consumer_options: ConsumerOptions | None = None,
 ) -> int:
-    """Run the worker's services until ``stop`` is set (or a signal arrives)."""
+    """Run the worker's services until ``stop`` is set (or a signal arrives).
+
+    Returns 0 after a requested stop, 1 when a service failed.
+    """
     configure_sentry(settings, component="worker")
     stop = stop or asyncio.Event()
+    metrics = metrics or WorkerMetrics()
     loop = asyncio.get_running_loop()
     if install_signals:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+    registry = load_workflows(settings.workflow_modules)
+    router = Router(registry, settings.topic_prefix)
+    outbox = Topics.for_prefix(settings.topic_prefix)
+    await ensure_topics(
+        settings,
+        [*router.topics, router.names.deadletter, outbox.events, outbox.commands, outbox.instances],
+    )
     db = create_engine(settings)
-    services: list[tuple[str, Service]] = []
-    log.info("worker started", services=[name for name, _ in services])
+    runtime = Runtime(db, registry, topic_prefix=settings.topic_prefix)
+    consumer = EventConsumer(settings, runtime, router, metrics, options=consumer_options)
+    relay = OutboxRelay(db, settings, metrics=metrics)
+    scheduler = TimerScheduler(runtime)
+
+    async def report(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), METRICS_INTERVAL_SECONDS)
+            log.info("worker metrics", **metrics.snapshot())
+
+    services: list[tuple[str, Service]] = [
+        ("consumer", consumer.run),
+        ("relay", relay.run),
+        ("scheduler", scheduler.run),
+        ("metrics", report),
+    ]
+    log.info("worker started", services=[name for name, _ in services], topics=router.topics)
+    status = 0
     try:
         tasks = [asyncio.create_task(svc(stop), name=name) for name, svc in services]
-        await stop.wait()
+        stopping = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not stopping:
+                status = 1
+                error = task.exception() if not task.cancelled() else None
+                log.error(
+                    "service stopped unexpectedly; stopping the worker",
+                    service=task.get_name(),
+                    error=repr(error),
+                    exc_info=error,
+                )
+        stop.set()
+        await stopping
         log.info("worker stopping")
-        if tasks:
-            _done, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_SECONDS)
-            for task in pending:
-                log.warning("service did not stop in time; cancelling", service=task.get_name())
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        _done, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_SECONDS)
+        for task in pending:
+            log.warning("service did not stop in time; cancelling", service=task.get_name())
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for task in tasks:
+            if not task.cancelled() and task.exception() is not None and task not in done:
+                status = 1
+                log.error(
+                    "service failed while stopping",
+                    service=task.get_name(),
+                    exc_info=task.exception(),
+                )
     finally:
         await db.dispose()
-        log.info("worker stopped")
-    return 0
+        log.info("worker stopped", **metrics.snapshot())
+    return status
+
+
+async def ensure_topics(
+    settings: Settings, topics: Sequence[str], *, partitions: int = INPUT_PARTITIONS
+) -> None:
+    """Create the topics the worker reads or writes when missing (best effort, bounded).
+
+    Existing topics are left alone. New ones get ``partitions`` partitions (the most
+    workers that can share them) and up to 3 replicas, as many as there are brokers.
+    """
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_servers(), client_id="conveyor-worker-admin"
+    )
+    try:
+        async with asyncio.timeout(TOPIC_SETUP_TIMEOUT_SECONDS):
+            await admin.start()
+            existing = set(await admin.list_topics())
+            missing = [t for t in dict.fromkeys(topics) if t not in existing]
+            if missing:
+                cluster = await admin.describe_cluster()
+                replicas = max(1, min(3, len(cluster["brokers"])))
+                await admin.create_topics(
+                    [NewTopic(t, partitions, replicas) for t in missing]
+                )  # "already exists" (a concurrent worker) is reported, not raised: fine
+                log.info("topics created", topics=missing, partitions=partitions)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        log.warning("could not check or create topics", error=f"{type(exc).__name__}: {exc}")
+    finally:
+        with contextlib.suppress(KafkaError, OSError):
+            await admin.close()

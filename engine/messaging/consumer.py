@@ -1,0 +1,509 @@
+"""The Kafka side of the worker: consume CloudEvents, apply them in batches, commit.
+
+One loop, one batch at a time (so work in flight is bounded by ``max_batch`` records):
+
+1. ``getmany`` a batch; decode and route each message (:mod:`engine.messaging.routing`);
+2. run the batch's starts (concurrently across business keys, in order within one), then
+   apply its events with one ``Runtime.send_many`` transaction (in order per instance);
+3. publish the dead letters (bad messages, invalid payloads, events for no instance) and
+   wait for the broker's acknowledgement;
+4. commit the batch's offsets to Kafka. Only now: a crash before this point redelivers the
+   batch, and the inbox turns the redelivery into duplicates with no effect.
+
+A transient failure (database or Kafka away) retries the same batch with backoff; a
+rebalance waits briefly for the batch in flight and then lets it go (its commit may fail
+with ``CommitFailedError``, which is logged and counted, never fatal). A watchdog logs a
+consumer that stops polling or stops fetching while it has lag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import sqlalchemy.exc
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+
+from engine.errors import (
+    ConveyorError,
+    DependencyUnavailable,
+    InstanceConflict,
+    PayloadInvalid,
+    UnknownWorkflow,
+)
+from engine.messaging import deadletter
+from engine.messaging.clients import create_consumer, create_producer
+from engine.messaging.deadletter import DeadLetter
+from engine.messaging.metrics import WorkerMetrics
+from engine.messaging.routing import (
+    Routed,
+    Router,
+    StartCommand,
+    Unroutable,
+    group_starts,
+    starts_first,
+)
+from engine.model import Event, Outcome
+from engine.observability import get_logger
+from engine.runtime import TRANSIENT_ERRORS, Runtime
+from engine.settings import Settings
+
+log = get_logger("conveyor.consumer")
+
+Record = Any  # aiokafka.structs.ConsumerRecord (untyped library)
+BatchHook = Callable[[Sequence[Record]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerOptions:
+    """Tuning of the worker's consumer; the defaults suit production and tests alike."""
+
+    max_batch: int = 1000  # records per getmany: the bound on work in flight
+    poll_timeout_ms: int = 200  # also how quickly a stop request is noticed
+    lanes: int = 2  # groups of partitions applied concurrently (one transaction each)
+    start_concurrency: int = 200  # starts in flight per lane (the runtime group-commits them)
+    revoke_grace: float = 5.0  # how long a rebalance waits for the batch in flight
+    retry_initial: float = 0.2  # backoff after a transient failure, doubling ...
+    retry_max: float = 5.0  # ... up to this
+    stall_after: float = 60.0  # no poll, or lag without records, for this long: stalled
+    watchdog_interval: float = 5.0
+    consumer_overrides: Mapping[str, Any] = field(
+        default_factory=lambda: {"session_timeout_ms": 10000, "heartbeat_interval_ms": 1000}
+    )
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors worth retrying the whole batch for: a dependency was away or busy."""
+    if isinstance(exc, ConveyorError):
+        # Not ``retriable`` in general: ActionFailed is retriable by its policy, which the
+        # runtime already applied.
+        return isinstance(exc, DependencyUnavailable)
+    return isinstance(
+        exc,
+        (
+            OSError,
+            TimeoutError,
+            KafkaError,
+            asyncpg.PostgresConnectionError,
+            asyncpg.InterfaceError,
+            asyncpg.exceptions.TransactionRollbackError,
+            asyncpg.exceptions.OperatorInterventionError,
+            asyncpg.exceptions.InsufficientResourcesError,
+            sqlalchemy.exc.OperationalError,
+            sqlalchemy.exc.InterfaceError,
+            sqlalchemy.exc.TimeoutError,
+            sqlalchemy.exc.DisconnectionError,
+            *TRANSIENT_ERRORS,
+        ),
+    )
+
+
+class _Abandoned(Exception):
+    """The batch was given up (stopping, or its partitions were revoked)."""
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: EventConsumer) -> None:
+        self._owner = owner
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._owner.partitions_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._owner.partitions_assigned(assigned)
+
+
+class EventConsumer:
+    """Consumes the routed topics and applies their events through the runtime."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        runtime: Runtime,
+        router: Router,
+        metrics: WorkerMetrics,
+        *,
+        options: ConsumerOptions | None = None,
+        on_committed: BatchHook | None = None,
+    ) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.router = router
+        self.metrics = metrics
+        self.options = options or ConsumerOptions()
+        self._on_committed = on_committed
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._revoked: set[TopicPartition] = set()
+        self._stop = asyncio.Event()
+        self._last_records_at = time.monotonic()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set; finish and commit the batch in flight first."""
+        self._stop = stop
+        consumer = create_consumer(self.settings, **dict(self.options.consumer_overrides))
+        consumer.subscribe(list(self.router.topics), listener=_Rebalance(self))
+        self._consumer = consumer
+        await consumer.start()
+        watchdog = asyncio.create_task(self._watchdog(stop), name="consumer-watchdog")
+        log.info("consumer started", topics=list(self.router.topics))
+        try:
+            while not stop.is_set():
+                batches = await consumer.getmany(
+                    timeout_ms=self.options.poll_timeout_ms, max_records=self.options.max_batch
+                )
+                self.metrics.last_poll_at = time.monotonic()
+                if batches:
+                    self._last_records_at = self.metrics.last_poll_at
+                    await self.process(batches)
+        finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+            await self._close()
+            log.info("consumer stopped")
+
+    async def _close(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        producer, self._producer = self._producer, None
+        if consumer is not None:
+            await consumer.stop()
+        if producer is not None:
+            await producer.stop()
+
+    async def _dlq_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            producer = create_producer(self.settings, client_id="conveyor-deadletter")
+            await producer.start()
+            self._producer = producer
+        return self._producer
+
+    async def _drop_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(KafkaError, OSError):
+                await producer.stop()
+
+    # ------------------------------------------------------------------ rebalancing
+
+    async def partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Let the batch in flight finish (it commits its own offsets), within a bound."""
+        self.metrics.rebalances += 1
+        if not self._idle.is_set():
+            try:
+                async with asyncio.timeout(self.options.revoke_grace):
+                    await self._idle.wait()
+            except TimeoutError:
+                # Redelivery to the new owner is harmless (inbox); don't hold the group up.
+                self._revoked |= revoked
+                log.warning(
+                    "rebalance: dropping the batch in flight",
+                    partitions=sorted(str(tp) for tp in revoked),
+                )
+        log.info("partitions revoked", partitions=len(revoked))
+
+    def partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._revoked -= assigned
+        self.metrics.assigned_partitions = len(assigned)
+        log.info("partitions assigned", partitions=sorted(str(tp) for tp in assigned))
+
+    # ------------------------------------------------------------------ one batch
+
+    async def process(self, batches: Mapping[TopicPartition, Sequence[Record]]) -> None:
+        """Apply one ``getmany`` batch, dead-letter what cannot apply, commit the offsets."""
+        records = [record for tp in batches for record in batches[tp]]
+        self.metrics.messages += len(records)
+        self._idle.clear()
+        try:
+            letters = await self._with_retries(records)
+            await self._commit(batches)
+            self.metrics.batches += 1
+            self.metrics.last_progress_at = time.monotonic()
+            if self._on_committed is not None:
+                self._on_committed(records)
+        except _Abandoned:
+            log.info("batch abandoned; it will be redelivered", records=len(records))
+            return
+        finally:
+            self._idle.set()
+        for reason, count in letters.items():
+            self.metrics.dead_lettered[reason] += count
+
+    async def _with_retries(self, records: Sequence[Record]) -> dict[str, int]:
+        routed = [
+            self.router.route_message(r.topic, r.key, r.value, r.headers or ()) for r in records
+        ]
+        delay = self.options.retry_initial
+        while True:
+            try:
+                letters = await self._apply(records, routed)
+                if letters:
+                    await deadletter.publish(
+                        await self._dlq_producer(), self.router.names.deadletter, letters
+                    )
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                if isinstance(exc, KafkaError):
+                    await self._drop_producer()
+                self.metrics.batch_retries += 1
+                log.warning(
+                    "batch failed; retrying",
+                    error=f"{type(exc).__name__}: {exc}",
+                    retry_in=delay,
+                    records=len(records),
+                )
+                if self._stop.is_set() or self._all_revoked(records):
+                    raise _Abandoned() from exc
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+                delay = min(delay * 2, self.options.retry_max)
+                continue
+            counts: dict[str, int] = {}
+            for letter in letters:
+                counts[letter.reason] = counts.get(letter.reason, 0) + 1
+            return counts
+
+    def _all_revoked(self, records: Sequence[Record]) -> bool:
+        return bool(self._revoked) and all(
+            TopicPartition(r.topic, r.partition) in self._revoked for r in records
+        )
+
+    async def _apply(
+        self, records: Sequence[Record], routed: Sequence[Routed | Unroutable]
+    ) -> list[DeadLetter]:
+        """Apply the batch; return the dead letters (in record order)."""
+        # Per message: None = took effect (or was a duplicate); else why it is dead.
+        verdicts: list[list[Unroutable | None]] = [[] for _ in records]
+        indexed: list[tuple[int, StartCommand | Event]] = []
+        for index, result in enumerate(routed):
+            if isinstance(result, Unroutable):
+                verdicts[index].append(result)
+            else:
+                indexed.extend((index, d) for d in result.deliveries)
+        lanes = self._lanes(records, indexed)
+        if len(lanes) == 1:
+            await self._apply_lane(lanes[0], verdicts)
+        else:
+            await _all(self._apply_lane(lane, verdicts) for lane in lanes)
+        letters: list[DeadLetter] = []
+        for record, verdict in zip(records, verdicts, strict=True):
+            # A message is dead when none of its deliveries took effect.
+            if verdict and all(v is not None for v in verdict):
+                first = verdict[0]
+                assert first is not None
+                letters.append(DeadLetter.of(record, first.reason, first.detail))
+        return letters
+
+    def _lanes(
+        self, records: Sequence[Record], indexed: Sequence[tuple[int, StartCommand | Event]]
+    ) -> list[list[tuple[int, StartCommand | Event]]]:
+        """Split the deliveries into up to ``lanes`` groups of whole partitions.
+
+        A business key lives in one partition, so lanes touch disjoint instances and can run
+        at the same time (one overlaps its database round trips with another's decisions)
+        while each keeps its partitions' order.
+        """
+        partitions = sorted({(r.topic, r.partition) for r in records})
+        lane_of = {tp: i % self.options.lanes for i, tp in enumerate(partitions)}
+        lanes: dict[int, list[tuple[int, StartCommand | Event]]] = {}
+        for index, delivery in indexed:
+            record = records[index]
+            lanes.setdefault(lane_of[(record.topic, record.partition)], []).append(
+                (index, delivery)
+            )
+        return list(lanes.values()) or [[]]
+
+    async def _apply_lane(
+        self,
+        lane: Sequence[tuple[int, StartCommand | Event]],
+        verdicts: list[list[Unroutable | None]],
+    ) -> None:
+        starts, events = starts_first(lane)
+        if starts:
+            await self._apply_starts(starts, verdicts)
+        if events:
+            await self._apply_events(events, verdicts)
+
+    async def _apply_starts(
+        self,
+        starts: Sequence[tuple[int, StartCommand]],
+        verdicts: list[list[Unroutable | None]],
+    ) -> None:
+        limit = asyncio.Semaphore(self.options.start_concurrency)
+
+        async def run_group(group: Sequence[tuple[int, StartCommand]]) -> None:
+            async with limit:
+                for index, start in group:
+                    verdicts[index].append(await self._start(start))
+
+        await _all(run_group(group) for group in group_starts(starts))
+
+    async def _start(self, start: StartCommand) -> Unroutable | None:
+        try:
+            result = await self.runtime.start(
+                start.workflow,
+                start.business_key,
+                start.data,
+                idempotency_key=start.idempotency_key,
+                source="kafka",
+            )
+        except PayloadInvalid as exc:
+            fields = "; ".join(f"{f.path}: {f.message}" for f in exc.field_errors)
+            return Unroutable("invalid_payload", f"{exc}{' (' + fields + ')' if fields else ''}")
+        except InstanceConflict as exc:
+            return Unroutable("instance_conflict", str(exc))
+        except UnknownWorkflow as exc:
+            return Unroutable("unknown_type", str(exc))
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.exception("start cannot be applied", idempotency_key=start.idempotency_key)
+            return Unroutable("processing_error", f"{type(exc).__name__}: {exc}")
+        if result.created:
+            self.metrics.started += 1
+        else:
+            self.metrics.duplicates += 1
+        return None
+
+    async def _apply_events(
+        self, events: Sequence[tuple[int, Event]], verdicts: list[list[Unroutable | None]]
+    ) -> None:
+        batch = [event for _, event in events]
+        outcomes: list[Outcome | Unroutable]
+        try:
+            outcomes = list(await self.runtime.send_many(batch))
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            # A bug or a broken definition somewhere in the batch: find the event(s) one by
+            # one, so that one poison event cannot stop the partition.
+            log.exception("batch apply failed; applying its events one by one")
+            outcomes = [await self._send_one(event) for event in batch]
+        for (index, _event), outcome in zip(events, outcomes, strict=True):
+            verdicts[index].append(self._verdict(outcome))
+
+    async def _send_one(self, event: Event) -> Outcome | Unroutable:
+        try:
+            return await self.runtime.send(event)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.exception("event cannot be applied", event_id=event.event_id)
+            return Unroutable("processing_error", f"{type(exc).__name__}: {exc}")
+
+    def _verdict(self, outcome: Outcome | Unroutable) -> Unroutable | None:
+        if isinstance(outcome, Unroutable):
+            return outcome
+        status = outcome.status
+        metrics = self.metrics
+        if status == "applied":
+            metrics.applied += 1
+        elif status == "duplicate":
+            metrics.duplicates += 1
+        elif status == "rejected":
+            metrics.rejected += 1
+            rejection = outcome.rejection
+            if rejection is not None and rejection.reason == "invalid_payload":
+                return Unroutable("invalid_payload", rejection.message)
+        elif status == "failed":
+            metrics.failed += 1
+        elif status == "stale":
+            metrics.stale += 1
+        elif status == "not_found":
+            return Unroutable(
+                "no_instance",
+                f"event {outcome.event_id}: no instance for it, and its type starts no workflow",
+            )
+        return None
+
+    async def _commit(self, batches: Mapping[TopicPartition, Sequence[Record]]) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        assigned = consumer.assignment()
+        offsets = {
+            tp: records[-1].offset + 1
+            for tp, records in batches.items()
+            if records and tp in assigned and tp not in self._revoked
+        }
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The group rebalanced under us: the new owner re-reads these messages and the
+            # inbox makes them duplicates. Never fatal.
+            self.metrics.commit_failures += 1
+            log.warning("offset commit failed after a rebalance", error=str(exc))
+        except KafkaError as exc:
+            self.metrics.commit_failures += 1
+            log.warning("offset commit failed", error=f"{type(exc).__name__}: {exc}")
+
+    # ------------------------------------------------------------------ liveness
+
+    async def _watchdog(self, stop: asyncio.Event) -> None:
+        """Notice a consumer that stopped polling, or has lag but receives nothing."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.options.watchdog_interval)
+            if stop.is_set():
+                return
+            now = time.monotonic()
+            reason = None
+            if self._idle.is_set() and now - self.metrics.last_poll_at > self.options.stall_after:
+                reason = "no poll"
+            elif now - self._last_records_at > self.options.stall_after and await self._has_lag():
+                reason = "lag but no records"
+            if reason is None:
+                self.metrics.stalled = False
+                continue
+            if not self.metrics.stalled:
+                self.metrics.stalls += 1
+            self.metrics.stalled = True
+            log.error(
+                "consumer is not making progress",
+                reason=reason,
+                seconds_since_poll=round(now - self.metrics.last_poll_at, 1),
+                seconds_since_records=round(now - self._last_records_at, 1),
+            )
+
+    async def _has_lag(self) -> bool:
+        consumer = self._consumer
+        if consumer is None:
+            return False
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            if high is None:
+                continue
+            try:
+                async with asyncio.timeout(1.0):
+                    position = await consumer.position(tp)
+            except (TimeoutError, KafkaError, IllegalStateError):
+                continue
+            if high > position:
+                return True
+        return False
+
+
+async def _all(coroutines: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Run concurrently; on a failure cancel the rest and raise the first error itself."""
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            for coroutine in coroutines:
+                tasks.create_task(coroutine)
+    except ExceptionGroup as failures:
+        raise failures.exceptions[0] from failures
+
+
+__all__ = ["ConsumerOptions", "EventConsumer", "is_transient"]

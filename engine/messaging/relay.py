@@ -1,0 +1,236 @@
+"""The outbox relay: publish what transactions wrote to the outbox, in order, once each.
+
+Ordering. One relay per schema publishes at a time: the leader holds a session-level
+advisory lock on its dedicated listener connection; the others stand by and retry the
+lock each poll, so a crashed leader is replaced as soon as its connection closes. The
+leader claims the oldest unpublished rows in id order (``FOR UPDATE SKIP LOCKED``, belt
+and braces), sends them in that order with the idempotent producer (per-partition order
+kept across retries), waits for every acknowledgement, then marks them published in the
+same transaction. Rows of one instance get increasing ids in commit order (the instance
+row lock serialises their transactions), so each instance's messages arrive in order.
+
+Delivery is at least once: a crash between the broker's acknowledgement and the commit
+publishes the batch again; consumers deduplicate by the CloudEvent id (``message_id``).
+
+Wake-ups. ``LISTEN conveyor_outbox``: the outbox trigger notifies with the schema name at
+commit; notifications for other schemas are ignored. NOTIFY is only a hint, so the relay
+also polls every ``poll_interval`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from engine.messaging.clients import create_producer
+from engine.messaging.consumer import is_transient
+from engine.messaging.metrics import WorkerMetrics
+from engine.observability import get_logger
+from engine.settings import Settings
+from engine.store.database import driver_transaction
+
+log = get_logger("conveyor.relay")
+
+CHANNEL = "conveyor_outbox"
+
+CLAIM_UNPUBLISHED = """
+select id, topic, key, headers, value from outbox
+where published_at is null
+order by id
+limit $1
+for update skip locked
+"""
+
+MARK_PUBLISHED = "update outbox set published_at = $1 where id = any($2::int8[])"
+
+# One leader per schema: the key is derived from the schema name.
+TRY_LEAD = "select pg_try_advisory_lock(hashtextextended('conveyor.outbox_relay/' || $1, 0))"
+
+ProducerFactory = Callable[[Settings], AIOKafkaProducer]
+
+
+def _default_producer(settings: Settings) -> AIOKafkaProducer:
+    return create_producer(settings, client_id="conveyor-relay")
+
+
+class OutboxRelay:
+    """Publishes unpublished outbox rows until stopped."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        settings: Settings,
+        *,
+        metrics: WorkerMetrics | None = None,
+        batch_size: int = 500,
+        poll_interval: float = 1.0,
+        retry_max: float = 5.0,
+        producer_factory: ProducerFactory = _default_producer,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.metrics = metrics or WorkerMetrics()
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.retry_max = retry_max
+        self.schema = settings.database_schema or "public"
+        self._producer_factory = producer_factory
+        self._producer: AIOKafkaProducer | None = None
+        self._listener: asyncpg.Connection | None = None
+        self._wake = asyncio.Event()
+        self.leader = False
+
+    # ------------------------------------------------------------------ the loop
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Relay until ``stop`` is set; the batch in flight is finished first."""
+        log.info("outbox relay started", schema=self.schema)
+        delay = self.poll_interval
+        try:
+            while not stop.is_set():
+                try:
+                    published = await self.step()
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise
+                    self.metrics.relay_errors += 1
+                    log.warning(
+                        "outbox relay round failed; retrying",
+                        error=f"{type(exc).__name__}: {exc}",
+                        retry_in=delay,
+                    )
+                    await self._reset(kafka=isinstance(exc, KafkaError))
+                    await self._sleep(stop, delay)
+                    delay = min(delay * 2, self.retry_max)
+                    continue
+                delay = self.poll_interval
+                if published >= self.batch_size:
+                    continue  # more are probably waiting
+                await self._sleep(stop, self.poll_interval)
+        finally:
+            await self.close()
+            log.info("outbox relay stopped", published=self.metrics.outbox_published)
+
+    async def step(self) -> int:
+        """Make sure we listen, try to lead, and publish one batch if leading."""
+        listener = await self._listen()
+        if not self.leader:
+            self.leader = bool(await listener.fetchval(TRY_LEAD, self.schema))
+            self.metrics.relay_leader = self.leader
+            if self.leader:
+                log.info("outbox relay is the leader", schema=self.schema)
+        if not self.leader:
+            return 0
+        self._wake.clear()
+        return await self.publish_batch()
+
+    async def publish_batch(self) -> int:
+        """Publish the oldest unpublished rows (up to ``batch_size``); return how many."""
+        async with driver_transaction(self.engine) as conn:
+            rows = await conn.fetch(CLAIM_UNPUBLISHED, self.batch_size)
+            if not rows:
+                return 0
+            await self._send(rows)
+            await conn.execute(MARK_PUBLISHED, datetime.now(UTC), [r["id"] for r in rows])
+        self.metrics.outbox_published += len(rows)
+        return len(rows)
+
+    async def _send(self, rows: Sequence[asyncpg.Record]) -> None:
+        producer = await self._ensure_producer()
+        futures = [
+            await producer.send(
+                row["topic"],
+                value=bytes(row["value"]),
+                key=None if row["key"] is None else bytes(row["key"]),
+                headers=_headers(row["headers"]),
+            )
+            for row in rows
+        ]
+        for future in futures:
+            await future
+
+    # ------------------------------------------------------------------ connections
+
+    async def _listen(self) -> asyncpg.Connection:
+        if self._listener is not None and not self._listener.is_closed():
+            return self._listener
+        self.leader = False  # a new session holds no lock
+        self.metrics.relay_leader = False
+        url = make_url(self.settings.database_url).set(drivername="postgresql")
+        conn: asyncpg.Connection = await asyncpg.connect(
+            url.render_as_string(hide_password=False),
+            timeout=5,
+            server_settings={"application_name": "conveyor-relay"},
+        )
+        await conn.add_listener(CHANNEL, self._notified)
+        self._listener = conn
+        return conn
+
+    def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        if payload == self.schema:
+            self._wake.set()
+
+    async def _ensure_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            producer = self._producer_factory(self.settings)
+            try:
+                await producer.start()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                raise
+            self._producer = producer
+        return self._producer
+
+    async def _reset(self, *, kafka: bool) -> None:
+        """Drop what may be broken: the producer after a Kafka error (a producer can stay
+        closed after NodeNotReadyError), the listener if its connection is gone."""
+        if kafka:
+            producer, self._producer = self._producer, None
+            if producer is not None:
+                with contextlib.suppress(KafkaError, OSError):
+                    await producer.stop()
+        listener = self._listener
+        if listener is not None and listener.is_closed():
+            self._listener = None  # its session, and so the leader lock, is gone
+            self.leader = False
+            self.metrics.relay_leader = False
+
+    async def close(self) -> None:
+        await self._reset(kafka=True)
+        listener, self._listener = self._listener, None
+        if listener is not None and not listener.is_closed():
+            with contextlib.suppress(OSError, TimeoutError, asyncpg.InterfaceError):
+                await listener.close(timeout=2)  # releases the leader lock
+        self.leader = False
+        self.metrics.relay_leader = False
+
+    async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
+        """Wait for a notification, ``stop`` or the timeout, whichever comes first."""
+        if self._wake.is_set():
+            return
+        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+
+def _headers(raw: Any) -> list[tuple[str, bytes]]:
+    """The outbox keeps headers as JSON ``[[name, value], ...]``."""
+    pairs = orjson.loads(raw) if isinstance(raw, str | bytes) else raw
+    return [(str(name), str(value).encode()) for name, value in pairs or ()]
+
+
+__all__ = ["CHANNEL", "OutboxRelay"]
