@@ -1,11 +1,12 @@
 """The worker process: the long-running services that advance instances.
 
 Services: the Kafka event consumer (:mod:`engine.messaging.consumer`), the outbox relay
-(:mod:`engine.messaging.relay`), the timer scheduler (:mod:`engine.scheduler`) and a
-metrics reporter. Each is an async callable that runs until the shared ``stop`` event is
-set and then returns after finishing its current batch. The worker stops them all on
-SIGTERM or SIGINT, within a bound; if one service dies, the worker stops the others and
-exits non-zero, so that its supervisor restarts it.
+(:mod:`engine.messaging.relay`), the timer scheduler (:mod:`engine.scheduler`), retention
+(:mod:`engine.store.retention`, hourly) and a metrics reporter. Each is an async callable
+that runs until the shared ``stop`` event is set and then returns after finishing its
+current batch. The worker stops them all on SIGTERM or SIGINT, within a bound; if one
+service dies, the worker stops the others and exits non-zero, so that its supervisor
+restarts it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Callable, Coroutine, Sequence
+from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -29,6 +32,7 @@ from engine.runtime import Runtime
 from engine.scheduler import TimerScheduler
 from engine.settings import Settings
 from engine.store.database import create_engine
+from engine.store.retention import run_retention
 from engine.store.writeset import Topics
 
 log = get_logger("conveyor.worker")
@@ -82,6 +86,15 @@ async def run_worker(
         ("consumer", consumer.run),
         ("relay", relay.run),
         ("scheduler", scheduler.run),
+        (
+            "retention",
+            partial(
+                run_retention,
+                db,
+                inbox_retention=timedelta(days=settings.inbox_retention_days),
+                outbox_retention=timedelta(hours=settings.outbox_retention_hours),
+            ),
+        ),
         ("metrics", report),
     ]
     log.info("worker started", services=[name for name, _ in services], topics=router.topics)
