@@ -28,6 +28,7 @@ from engine.dsl import (
     Workflow,
 )
 from engine.errors import ConveyorError, UnknownState
+from engine.ids import name_id
 from engine.spec import Route, TimerSpec, WorkflowSpec
 
 START_TRANSITION = "<start>"
@@ -438,7 +439,7 @@ def _decision(
 def _outbound(event_id: str, messages: Sequence[Any]) -> tuple[OutboundMessage, ...]:
     return tuple(
         OutboundMessage(
-            message_id=str(uuid.uuid5(MESSAGE_NAMESPACE, f"{event_id}/{index}")),
+            message_id=name_id(MESSAGE_NAMESPACE, f"{event_id}/{index}"),
             kind=message.kind,
             type=message.type,
             payload=message.payload,

@@ -19,6 +19,9 @@ SPECVERSION = "1.0"
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
 JSON_CONTENT_TYPE = "application/json"
 REQUIRED = ("id", "source", "specversion", "type")
+CORE_ATTRIBUTES = frozenset(
+    {"id", "source", "type", "subject", "time", "specversion", "datacontenttype"}
+)
 
 Headers = Sequence[tuple[str, bytes]]
 
@@ -149,7 +152,6 @@ def _require(attrs: Mapping[str, str]) -> None:
 
 
 def _build(attrs: Mapping[str, str], data: Any, content_type: str | None) -> CloudEvent:
-    known = {"id", "source", "type", "subject", "time", "specversion", "datacontenttype"}
     return CloudEvent(
         id=attrs["id"],
         source=attrs["source"],
@@ -158,5 +160,5 @@ def _build(attrs: Mapping[str, str], data: Any, content_type: str | None) -> Clo
         subject=attrs.get("subject"),
         time=attrs.get("time"),
         datacontenttype=content_type,
-        extensions={k: v for k, v in attrs.items() if k not in known},
+        extensions={k: v for k, v in attrs.items() if k not in CORE_ATTRIBUTES},
     )

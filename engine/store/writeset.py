@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from engine.decide import OutboundMessage, TimerToSet
+from engine.ids import name_id
 from engine.messaging.cloudevents import CloudEvent, encode_structured
 
 TIMER_NAMESPACE = uuid.UUID("0b8f7a52-2f3e-5c1d-8e1b-6c4a3d2e1f00")
@@ -55,7 +56,7 @@ class WriteSet:
         self._history: list[dict[str, Any]] = []
         self._inbox: list[tuple[str, uuid.UUID | None, str]] = []
         self._outbox: list[dict[str, Any]] = []
-        self._timer_sets: dict[tuple[uuid.UUID, str], tuple[uuid.UUID, TimerToSet]] = {}
+        self._timer_sets: dict[tuple[uuid.UUID, str], tuple[str, TimerToSet]] = {}
         self._timer_deletes: set[tuple[uuid.UUID, str]] = set()
 
     def __bool__(self) -> bool:
@@ -110,7 +111,7 @@ class WriteSet:
         """Set (or reset) a timer; its id derives from the event that set it."""
         key = (instance_id, timer.name)
         self._timer_deletes.discard(key)
-        timer_id = uuid.uuid5(TIMER_NAMESPACE, f"{event_id}/{timer.name}")
+        timer_id = name_id(TIMER_NAMESPACE, f"{event_id}/{timer.name}")
         self._timer_sets[key] = (timer_id, timer)
 
     def cancel_timer(self, instance_id: uuid.UUID, name: str) -> None:
@@ -134,7 +135,7 @@ class WriteSet:
                 self.topics.commands if message.kind == "command" else self.topics.events
             )
             self._queue(
-                uuid.UUID(message.message_id),
+                message.message_id,
                 instance_id,
                 topic,
                 business_key,
@@ -166,14 +167,14 @@ class WriteSet:
         request_id: str | None,
     ) -> None:
         """Queue the ``conveyor.instance.state_changed`` event other services follow."""
-        message_id = uuid.uuid5(STATE_CHANGED_NAMESPACE, f"{instance_id}/{revision}")
+        message_id = name_id(STATE_CHANGED_NAMESPACE, f"{instance_id}/{revision}")
         self._queue(
             message_id,
             instance_id,
             self.topics.instances,
             business_key,
             CloudEvent(
-                id=str(message_id),
+                id=message_id,
                 source=f"conveyor/{workflow}/v{version}",
                 type=STATE_CHANGED,
                 subject=business_key,
@@ -196,7 +197,7 @@ class WriteSet:
 
     def _queue(
         self,
-        message_id: uuid.UUID,
+        message_id: str,
         instance_id: uuid.UUID,
         topic: str,
         key: str,
