@@ -47,8 +47,12 @@ stack-status:
 migrate: stack-up install
 	$(BIN)/conveyor migrate
 
-bench: stack-up install
+bench: stack-up install  ## every benchmark's table (a few minutes; wrk from Debian if missing)
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || true
 	$(BIN)/python bench/decide.py
+	$(BIN)/python bench/runtime.py
+	$(BIN)/python bench/kafka_worker.py
+	$(BIN)/python bench/http_api.py
 
 clean: stack-down
 	rm -rf $(VENV) .stack .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -111,8 +111,12 @@ def cmd_apikey_create(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             await engine.dispose()
         key = created.key
-        print(f"created API key {key.prefix} ({key.name}; scopes: {', '.join(key.scopes)})")
-        print("store it now; it is not shown again:", file=sys.stderr)
+        # The key alone goes to stdout (KEY=$(conveyor apikey create ...)); the rest to stderr.
+        print(
+            f"created API key {key.prefix} ({key.name}; scopes: {', '.join(key.scopes)}); "
+            "store it now, it is not shown again:",
+            file=sys.stderr,
+        )
         print(created.secret)
         return 0
 

@@ -156,9 +156,11 @@ def test_cli_creates_a_key_and_prints_it_once(settings: Settings) -> None:
         timeout=60,
         check=True,
     )
-    secret = result.stdout.strip().splitlines()[-1]
+    # Only the key on stdout, so that KEY=$(conveyor apikey create ...) works.
+    secret = result.stdout.strip()
     assert secret.startswith("cvk_")
-    assert "scopes: read, write" in result.stdout
+    assert "\n" not in secret
+    assert "scopes: read, write" in result.stderr
     bad = subprocess.run(
         [sys.executable, "-m", "engine.cli", "apikey", "create", "--name", "x", "--scopes", "root"],
         env=env,
