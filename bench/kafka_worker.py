@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import random
 import sys
 import time
@@ -134,6 +135,37 @@ async def produce(
     return started
 
 
+def _produce_in_child(
+    settings: Settings,
+    topic: str,
+    batch: Sequence[tuple[bytes, bytes]],
+    rate: float,
+    started: Any,
+) -> None:
+    """Child process: produce at ``rate`` with its own event loop and CPU time."""
+
+    async def main() -> None:
+        started.value = await produce(settings, topic, batch, rate)
+
+    asyncio.run(main())
+
+
+async def produce_elsewhere(
+    settings: Settings, topic: str, batch: Sequence[tuple[bytes, bytes]], rate: float
+) -> float:
+    """Paced production from a separate process, so that pacing does not compete with the
+    worker for this event loop (CLOCK_MONOTONIC is shared between processes)."""
+    ctx = multiprocessing.get_context("spawn")
+    started = ctx.Value("d", 0.0)
+    child = ctx.Process(target=_produce_in_child, args=(settings, topic, batch, rate, started))
+    child.start()
+    # The first message goes out about when the child starts; report the child's own start.
+    await asyncio.to_thread(child.join)
+    if child.exitcode != 0:
+        raise RuntimeError(f"producer process failed with exit code {child.exitcode}")
+    return float(started.value)
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -168,7 +200,10 @@ async def worker_phase(
         async with asyncio.timeout(30):
             while metrics.assigned_partitions == 0:  # noqa: ASYNC110 (polls a plain counter)
                 await asyncio.sleep(0.05)
-        started = await produce(settings, topic, batch, rate)
+        if rate:
+            started = await produce_elsewhere(settings, topic, batch, rate)
+        else:
+            started = await produce(settings, topic, batch, rate)
         done = asyncio.create_task(tracker.done.wait())
         await asyncio.wait([done, *tasks], timeout=PHASE_TIMEOUT, return_when="FIRST_COMPLETED")
         if not done.done():
