@@ -184,6 +184,18 @@ def pg_up(t: PgTarget) -> None:
         if time.monotonic() > deadline:
             raise SystemExit("PostgreSQL did not start listening within 30 s")
         time.sleep(0.2)
+    # A cluster that was already running (Debian's package starts it on install) has not
+    # read our drop-in yet: restart it once so that it does.
+    if as_postgres("show max_connections", port=t.port) != "300":
+        log(f"restarting PostgreSQL {ver}/{name} to apply conf.d/50-conveyor.conf")
+        res = run(["pg_ctlcluster", ver, name, "restart"], check=False)
+        if res.returncode != 0:
+            raise SystemExit(f"pg_ctlcluster restart failed: {res.stderr.strip()}")
+        deadline = time.monotonic() + 30
+        while not pg_answers(t):
+            if time.monotonic() > deadline:
+                raise SystemExit("PostgreSQL did not listen again within 30 s of a restart")
+            time.sleep(0.2)
     # Role and database named by the URL (idempotent).
     user_q = t.user.replace('"', '""')
     pw_q = t.password.replace("'", "''")
