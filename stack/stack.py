@@ -191,6 +191,8 @@ def pg_up(t: PgTarget) -> None:
         res = run(["pg_ctlcluster", ver, name, "restart"], check=False)
         if res.returncode != 0:
             raise SystemExit(f"pg_ctlcluster restart failed: {res.stderr.strip()}")
+        PG_MARKER.parent.mkdir(parents=True, exist_ok=True)
+        PG_MARKER.write_text(f"{ver} {name}\n")
         deadline = time.monotonic() + 30
         while not pg_answers(t):
             if time.monotonic() > deadline:
