@@ -72,7 +72,12 @@ def create_app(
     @app.before_server_start
     async def open_resources(app: Sanic[Config, Any]) -> None:
         app.ctx.db = create_engine(settings)
-        app.ctx.runtime = Runtime(app.ctx.db, app.ctx.registry, topic_prefix=settings.topic_prefix)
+        app.ctx.runtime = Runtime(
+            app.ctx.db,
+            app.ctx.registry,
+            topic_prefix=settings.topic_prefix,
+            observer=app.ctx.metrics,
+        )
         app.ctx.kafka_probe = KafkaProbe(settings)
         app.ctx.producer = create_producer(settings)
         app.ctx.producer_task = asyncio.create_task(_start_producer(app))

@@ -3,7 +3,7 @@
 No client library: the text exposition format is simple, and our needs are a handful of
 labelled counters and histograms kept per process. What another process counts (the
 worker's dead letters) is visible only when that worker runs in this process (``conveyor
-dev``); consumer lag is not known here and is omitted. The outbox backlog is queried from
+dev``), consumer lag included (``conveyor_worker_lag``). The outbox backlog is queried from
 the database at scrape time, so every process reports the same figure.
 """
 
@@ -128,10 +128,30 @@ class Metrics:
             ("workflow", "reason"),
         )
         self.commit_latency = Histogram(
-            "conveyor_commit_duration_seconds",
-            "Runtime calls (load, decide, persist, commit), by operation.",
+            "conveyor_runtime_call_duration_seconds",
+            "Runtime calls as a request waits for them (load, decide, persist, commit), by "
+            "operation.",
             ("operation",),
         )
+        self.decision_latency = Histogram(
+            "conveyor_decision_duration_seconds",
+            "The pure decision steps of one transaction (all its triggers).",
+        )
+        self.transaction_commit_latency = Histogram(
+            "conveyor_commit_duration_seconds",
+            "Writing a transaction's decisions and committing them.",
+        )
+        self.transaction_size = Histogram(
+            "conveyor_transaction_triggers",
+            "Triggers applied per transaction (group commit shares transactions).",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+        )
+
+    def transaction(self, *, triggers: int, decide_seconds: float, commit_seconds: float) -> None:
+        """The runtime's observer hook (see ``engine.runtime.RuntimeObserver``)."""
+        self.decision_latency.observe(decide_seconds)
+        self.transaction_commit_latency.observe(commit_seconds)
+        self.transaction_size.observe(triggers)
 
     def render(self, outbox_backlog: int | None, worker: Mapping[str, Any] | None = None) -> str:
         """The exposition text; ``worker`` is the snapshot of a worker in this process."""
@@ -142,6 +162,9 @@ class Metrics:
             self.transitions,
             self.rejections,
             self.commit_latency,
+            self.decision_latency,
+            self.transaction_commit_latency,
+            self.transaction_size,
         ):
             lines.extend(metric.render())
         if worker is not None:
@@ -158,6 +181,7 @@ class Metrics:
 WORKER_GAUGES = frozenset(
     {
         "assigned_partitions",
+        "lag",
         "stalled",
         "relay_leader",
         "seconds_since_poll",

@@ -14,6 +14,7 @@ import secrets
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal, get_args
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -133,6 +134,30 @@ async def verify_api_key(engine: AsyncEngine, secret: str) -> ApiKey | None:
     return ApiKey(row["id"], row["name"], row["prefix"], scopes)
 
 
+@dataclass(frozen=True, slots=True)
+class KeyListing:
+    key: ApiKey
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+async def list_api_keys(engine: AsyncEngine) -> list[KeyListing]:
+    """Every key, live and revoked, oldest first (never a secret: they are not stored)."""
+    async with driver_connection(engine) as conn:
+        rows = await conn.fetch(
+            "select id, name, prefix, scopes, created_at, revoked_at from api_keys"
+            " order by created_at, prefix"
+        )
+    return [
+        KeyListing(
+            ApiKey(r["id"], r["name"], r["prefix"], tuple(s for s in SCOPES if s in r["scopes"])),
+            r["created_at"],
+            r["revoked_at"],
+        )
+        for r in rows
+    ]
+
+
 async def revoke_api_key(engine: AsyncEngine, prefix: str) -> bool:
     """Revoke the key with ``prefix``; False when there is no live key with it."""
     async with driver_transaction(engine) as conn:
@@ -148,6 +173,7 @@ __all__ = [
     "ApiKey",
     "CreatedKey",
     "Forbidden",
+    "KeyListing",
     "Scope",
     "Unauthenticated",
     "create_api_key",

@@ -123,6 +123,48 @@ def cmd_apikey_create(args: argparse.Namespace, settings: Settings) -> int:
     return _run_async(create())
 
 
+def cmd_apikey_list(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.auth import list_api_keys
+    from engine.store.database import create_engine
+
+    async def show() -> int:
+        engine = create_engine(settings, pool_size=1)
+        try:
+            listings = await list_api_keys(engine)
+        finally:
+            await engine.dispose()
+        print(f"{'prefix':<10}{'name':<24}{'scopes':<20}{'created':<27}revoked")
+        for item in listings:
+            key = item.key
+            revoked = item.revoked_at.isoformat(timespec="seconds") if item.revoked_at else "-"
+            print(
+                f"{key.prefix:<10}{key.name[:23]:<24}{','.join(key.scopes):<20}"
+                f"{item.created_at.isoformat(timespec='seconds'):<27}{revoked}"
+            )
+        return 0
+
+    return _run_async(show())
+
+
+def cmd_apikey_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.auth import revoke_api_key
+    from engine.store.database import create_engine
+
+    async def revoke() -> int:
+        engine = create_engine(settings, pool_size=1)
+        try:
+            revoked = await revoke_api_key(engine, args.prefix)
+        finally:
+            await engine.dispose()
+        if not revoked:
+            print(f"no live API key with prefix {args.prefix!r}", file=sys.stderr)
+            return 1
+        print(f"revoked API key {args.prefix} (API processes forget it within 5 s)")
+        return 0
+
+    return _run_async(revoke())
+
+
 def _run_async(coro: Coroutine[Any, Any, int | None]) -> int:
     import uvloop
 
@@ -184,6 +226,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True, help="who or what uses the key")
     p.add_argument("--scopes", default="read", help="comma-separated: read, write, admin")
     p.set_defaults(func=cmd_apikey_create)
+    p = keys.add_parser("list", help="list keys (prefix, name, scopes; never secrets)")
+    p.set_defaults(func=cmd_apikey_list)
+    p = keys.add_parser(
+        "revoke",
+        help="revoke a key by its prefix",
+        description="Revoke the key with this prefix (the 8 hex digits after cvk_).",
+    )
+    p.add_argument("prefix", help="the key's prefix, as `apikey list` shows it")
+    p.set_defaults(func=cmd_apikey_revoke)
 
     p = sub.add_parser(
         "emit",

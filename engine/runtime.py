@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import orjson
@@ -100,6 +101,20 @@ class _Working:
     changed: bool = False
 
 
+class RuntimeObserver(Protocol):
+    """Told about every transaction that applied triggers (for metrics)."""
+
+    def transaction(self, *, triggers: int, decide_seconds: float, commit_seconds: float) -> None:
+        """``decide_seconds``: the pure steps of the batch; ``commit_seconds``: its write and
+        commit."""
+
+
+@dataclass(slots=True)
+class _Timing:
+    decide_seconds: float = 0.0
+    write_started: float = 0.0
+
+
 @dataclass(frozen=True, slots=True)
 class _PreparedStart:
     """A start whose pure part (data validation, on-enter hooks) is done."""
@@ -147,11 +162,13 @@ class Runtime:
         clock: Clock = utc_now,
         sleep: Callable[[float], Any] = asyncio.sleep,
         send_concurrency: int = 4,
+        observer: RuntimeObserver | None = None,
     ) -> None:
         self.engine = engine
         self.registry = registry
         self.topics = Topics.for_prefix(topic_prefix)
         self.clock = clock
+        self.observer = observer
         self._sleep = sleep
         self._reads: GroupCommit[uuid.UUID, Instance | None] = GroupCommit(
             self._get_many, max_batch=500, concurrency=send_concurrency
@@ -249,6 +266,7 @@ class Runtime:
         ).decode()
         for attempt in range(TRANSACTION_ATTEMPTS):
             try:
+                write_started = time.perf_counter()
                 async with driver_transaction(self.engine) as conn:
                     inserted = await conn.fetch(sql.INSERT_INSTANCES, rows_json)
                     created = {row["id"]: _instance(row) for row in inserted}
@@ -261,6 +279,13 @@ class Runtime:
                                     writes, instance, p.decision, 1, p.source, p.request_id, {}
                                 )
                         await conn.fetchrow(sql.APPLY, *writes.params())
+                if self.observer is not None:
+                    # The starts' decisions were made by their callers, before queueing.
+                    self.observer.transaction(
+                        triggers=len(starts),
+                        decide_seconds=0.0,
+                        commit_seconds=time.perf_counter() - write_started,
+                    )
                 return [created.get(p.instance_id) for p in starts]
             except TRANSIENT_ERRORS:
                 if attempt == TRANSACTION_ATTEMPTS - 1:
@@ -466,8 +491,16 @@ class Runtime:
         """
         for attempt in range(TRANSACTION_ATTEMPTS):
             try:
+                timing = _Timing()
                 async with driver_transaction(self.engine) as conn:
-                    return await self._apply_locked(conn, triggers, wait)
+                    results = await self._apply_locked(conn, triggers, wait, timing)
+                if self.observer is not None and timing.write_started:
+                    self.observer.transaction(
+                        triggers=len(triggers),
+                        decide_seconds=timing.decide_seconds,
+                        commit_seconds=time.perf_counter() - timing.write_started,
+                    )
+                return results
             except TRANSIENT_ERRORS as exc:
                 if attempt == TRANSACTION_ATTEMPTS - 1:
                     raise
@@ -475,7 +508,11 @@ class Runtime:
         raise AssertionError("unreachable")
 
     async def _apply_locked(
-        self, conn: asyncpg.Connection, triggers: Sequence[Trigger], wait: bool
+        self,
+        conn: asyncpg.Connection,
+        triggers: Sequence[Trigger],
+        wait: bool,
+        timing: _Timing | None = None,
     ) -> list[_Result]:
         targets = await self._targets(conn, triggers)
         instance_ids = sorted({t for t in targets if t})
@@ -501,6 +538,7 @@ class Runtime:
         writes = WriteSet(now, self.topics)
         blocked: set[uuid.UUID] = set()
         results: list[_Result] = []
+        decide_started = time.perf_counter()
         for trigger, target in zip(triggers, targets, strict=True):
             event_id = trigger.event_id
             if event_id in seen:
@@ -545,7 +583,11 @@ class Runtime:
                         item.error,
                     ),
                 )
+        if timing is not None:
+            timing.decide_seconds = time.perf_counter() - decide_started
         if writes:
+            if timing is not None:
+                timing.write_started = time.perf_counter()
             await conn.fetchrow(sql.APPLY, *writes.params())
         return results
 

@@ -1,4 +1,4 @@
-"""Outbox wake-ups, consumer offsets, API keys and idempotent HTTP responses.
+"""Outbox wake-ups, API keys and idempotent HTTP responses.
 
 Revision ID: 0002
 Revises: 0001
@@ -38,17 +38,6 @@ def upgrade() -> None:
         " for each statement execute function conveyor_outbox_notify()"
     )
 
-    # Kafka offsets committed in the same transaction as the work they cover (optional
-    # companion of the inbox; the worker seeks to them on assignment).
-    op.create_table(
-        "consumer_offsets",
-        sa.Column("consumer_group", sa.Text, primary_key=True),
-        sa.Column("topic", sa.Text, primary_key=True),
-        sa.Column("partition", sa.Integer, primary_key=True),
-        sa.Column("next_offset", sa.BigInteger, nullable=False),
-        sa.Column("updated_at", sa.TIMESTAMP(timezone=True), nullable=False, server_default=NOW),
-    )
-
     op.create_table(
         "api_keys",
         sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
@@ -81,6 +70,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("idempotent_responses")
     op.drop_table("api_keys")
-    op.drop_table("consumer_offsets")
     op.execute("drop trigger if exists outbox_notify on outbox")
     op.execute("drop function if exists conveyor_outbox_notify()")

@@ -460,10 +460,11 @@ class EventConsumer:
             if stop.is_set():
                 return
             now = time.monotonic()
+            self.metrics.lag = await self._lag()
             reason = None
             if self._idle.is_set() and now - self.metrics.last_poll_at > self.options.stall_after:
                 reason = "no poll"
-            elif now - self._last_records_at > self.options.stall_after and await self._has_lag():
+            elif now - self._last_records_at > self.options.stall_after and self.metrics.lag:
                 reason = "lag but no records"
             if reason is None:
                 self.metrics.stalled = False
@@ -478,10 +479,12 @@ class EventConsumer:
                 seconds_since_records=round(now - self._last_records_at, 1),
             )
 
-    async def _has_lag(self) -> bool:
+    async def _lag(self) -> int:
+        """Messages in the assigned partitions not yet consumed (the group's lag here)."""
         consumer = self._consumer
         if consumer is None:
-            return False
+            return 0
+        lag = 0
         for tp in consumer.assignment():
             high = consumer.highwater(tp)
             if high is None:
@@ -491,9 +494,8 @@ class EventConsumer:
                     position = await consumer.position(tp)
             except (TimeoutError, KafkaError, IllegalStateError):
                 continue
-            if high > position:
-                return True
-        return False
+            lag += max(0, high - position)
+        return lag
 
 
 async def _all(coroutines: Iterable[Coroutine[Any, Any, None]]) -> None:

@@ -28,6 +28,7 @@ class WorkerMetrics:
     assigned_partitions: int = 0
     stalls: int = 0  # times the liveness check found the consumer making no progress
     stalled: bool = False
+    lag: int = 0  # messages in the assigned partitions not yet consumed (every 5 s)
     outbox_published: int = 0
     relay_errors: int = 0
     relay_leader: bool = False
@@ -54,6 +55,7 @@ class WorkerMetrics:
             "assigned_partitions": self.assigned_partitions,
             "stalls": self.stalls,
             "stalled": self.stalled,
+            "lag": self.lag,
             "outbox_published": self.outbox_published,
             "relay_errors": self.relay_errors,
             "relay_leader": self.relay_leader,

@@ -1,4 +1,4 @@
-"""Retention: bounded growth of the inbox and the outbox.
+"""Retention: bounded growth of the inbox, the outbox and stored HTTP responses.
 
 The inbox must remember an event id for longer than the event can be delivered again
 (longer than the Kafka topics' retention): an id forgotten sooner could be applied twice.
@@ -26,6 +26,13 @@ delete from inbox where event_id in (
 )
 """
 
+# Stored HTTP responses for Idempotency-Key live as long as processed event ids.
+PRUNE_IDEMPOTENT_RESPONSES = """
+delete from idempotent_responses where (key, endpoint) in (
+  select key, endpoint from idempotent_responses where created_at < $1 limit $2
+)
+"""
+
 PRUNE_OUTBOX = """
 delete from outbox where id in (
   select id from outbox where published_at < $1 order by id limit $2
@@ -37,6 +44,7 @@ delete from outbox where id in (
 class Pruned:
     inbox: int
     outbox: int
+    idempotent_responses: int = 0
 
 
 async def prune(
@@ -48,9 +56,10 @@ async def prune(
     batch: int = 5000,
 ) -> Pruned:
     """Delete inbox rows and published outbox rows older than their retention."""
-    totals = {"inbox": 0, "outbox": 0}
+    totals = {"inbox": 0, "outbox": 0, "idempotent_responses": 0}
     for name, statement, cutoff in (
         ("inbox", PRUNE_INBOX, now - inbox_retention),
+        ("idempotent_responses", PRUNE_IDEMPOTENT_RESPONSES, now - inbox_retention),
         ("outbox", PRUNE_OUTBOX, now - outbox_retention),
     ):
         while True:
@@ -82,8 +91,13 @@ async def run_retention(
                 inbox_retention=inbox_retention,
                 outbox_retention=outbox_retention,
             )
-            if pruned.inbox or pruned.outbox:
-                log.info("pruned", inbox=pruned.inbox, outbox=pruned.outbox)
+            if pruned.inbox or pruned.outbox or pruned.idempotent_responses:
+                log.info(
+                    "pruned",
+                    inbox=pruned.inbox,
+                    outbox=pruned.outbox,
+                    idempotent_responses=pruned.idempotent_responses,
+                )
         except Exception:  # retention is housekeeping: log and try again next round
             log.exception("retention round failed")
         with contextlib.suppress(TimeoutError):

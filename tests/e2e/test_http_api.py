@@ -445,9 +445,15 @@ async def test_metrics_expose_transitions_rejections_latency_and_outbox_backlog(
     assert 'conveyor_transitions_total{workflow="order",outcome="rejected"} 1' in lines
     assert 'conveyor_rejections_total{workflow="order",reason="not_allowed"} 1' in lines
     assert any(
-        line.startswith('conveyor_commit_duration_seconds_bucket{operation="start"')
+        line.startswith('conveyor_runtime_call_duration_seconds_bucket{operation="start"')
         for line in lines
     )
+    # Every transaction is observed: the start's and the rejected event's.
+    commits = [line for line in lines if line.startswith("conveyor_commit_duration_seconds_count")]
+    assert commits
+    assert int(commits[0].split()[1]) >= 2
+    assert any(line.startswith("conveyor_decision_duration_seconds_count ") for line in lines)
+    assert any(line.startswith("conveyor_transaction_triggers_bucket") for line in lines)
     backlog = [line for line in lines if line.startswith("conveyor_outbox_backlog ")]
     assert backlog
     assert int(backlog[0].split()[1]) >= 1

@@ -194,3 +194,29 @@ async def test_a_cli_key_authenticates_over_http(settings: Settings) -> None:
     async with serve_in_process(settings) as base, httpx.AsyncClient(base_url=base) as http:
         response = await http.get("/v1/workflows", headers={"Authorization": f"Bearer {secret}"})
     assert response.status_code == 200
+
+
+def test_cli_lists_and_revokes_keys_without_showing_secrets(settings: Settings) -> None:
+    env = process_env(settings, 0)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "engine.cli", "apikey", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    secret = cli("create", "--name", "ops", "--scopes", "admin").stdout.strip()
+    prefix = secret.split("_")[1]
+    listed = cli("list")
+    assert listed.returncode == 0
+    assert prefix in listed.stdout
+    assert "ops" in listed.stdout
+    assert secret not in listed.stdout
+    assert cli("revoke", prefix).returncode == 0
+    assert cli("revoke", prefix).returncode == 1  # already revoked: nothing live to revoke
+    row = next(line for line in cli("list").stdout.splitlines() if line.startswith(prefix))
+    assert not row.rstrip().endswith("-")  # a revocation time is shown

@@ -29,6 +29,14 @@ async def test_prune_deletes_only_rows_past_their_retention(db: AsyncEngine) -> 
                 ),
                 {"v": f"m{i}".encode(), "p": published},
             )
+        for key, age in (("old", 20), ("new", 1)):
+            await conn.execute(
+                text(
+                    "insert into idempotent_responses (key, endpoint, request_hash, status, body,"
+                    " created_at) values (:k, 'start:order', '\\x00', 201, '\\x00', :t)"
+                ),
+                {"k": key, "t": NOW - timedelta(days=age)},
+            )
     pruned = await prune(
         db,
         now=NOW,
@@ -36,9 +44,12 @@ async def test_prune_deletes_only_rows_past_their_retention(db: AsyncEngine) -> 
         outbox_retention=timedelta(hours=24),
         batch=1,
     )
-    assert (pruned.inbox, pruned.outbox) == (2, 1)
+    assert (pruned.inbox, pruned.outbox, pruned.idempotent_responses) == (2, 1, 1)
     async with db.connect() as conn:
         inbox = (await conn.execute(text("select event_id from inbox order by 1"))).scalars().all()
         outbox = (await conn.execute(text("select value from outbox order by id"))).scalars().all()
     assert inbox == ["e0", "e1"]
     assert outbox == [b"m0", b"m1"]  # unpublished rows are never pruned
+    async with db.connect() as conn:
+        keys = (await conn.execute(text("select key from idempotent_responses"))).scalars().all()
+    assert keys == ["new"]
