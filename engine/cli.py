@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from engine.observability import configure_logging, get_logger
 from engine.settings import Settings
 
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
 log = get_logger("conveyor.cli")
+T = TypeVar("T")
 
 
 def _serve_api(settings: Settings, *, with_worker: bool) -> None:
@@ -96,7 +100,6 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_apikey_create(args: argparse.Namespace, settings: Settings) -> int:
     from engine.auth import create_api_key, parse_scopes
     from engine.errors import InvalidRequest
-    from engine.store.database import create_engine
 
     try:
         scopes = parse_scopes(args.scopes)
@@ -105,11 +108,9 @@ def cmd_apikey_create(args: argparse.Namespace, settings: Settings) -> int:
         return 2
 
     async def create() -> int:
-        engine = create_engine(settings, pool_size=1)
-        try:
-            created = await create_api_key(engine, args.name, scopes)
-        finally:
-            await engine.dispose()
+        created = await _with_engine(
+            settings, lambda engine: create_api_key(engine, args.name, scopes)
+        )
         key = created.key
         # The key alone goes to stdout (KEY=$(conveyor apikey create ...)); the rest to stderr.
         print(
@@ -125,14 +126,9 @@ def cmd_apikey_create(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_apikey_list(args: argparse.Namespace, settings: Settings) -> int:
     from engine.auth import list_api_keys
-    from engine.store.database import create_engine
 
     async def show() -> int:
-        engine = create_engine(settings, pool_size=1)
-        try:
-            listings = await list_api_keys(engine)
-        finally:
-            await engine.dispose()
+        listings = await _with_engine(settings, list_api_keys)
         print(f"{'prefix':<10}{'name':<24}{'scopes':<20}{'created':<27}revoked")
         for item in listings:
             key = item.key
@@ -148,14 +144,9 @@ def cmd_apikey_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_apikey_revoke(args: argparse.Namespace, settings: Settings) -> int:
     from engine.auth import revoke_api_key
-    from engine.store.database import create_engine
 
     async def revoke() -> int:
-        engine = create_engine(settings, pool_size=1)
-        try:
-            revoked = await revoke_api_key(engine, args.prefix)
-        finally:
-            await engine.dispose()
+        revoked = await _with_engine(settings, lambda engine: revoke_api_key(engine, args.prefix))
         if not revoked:
             print(f"no live API key with prefix {args.prefix!r}", file=sys.stderr)
             return 1
@@ -163,6 +154,17 @@ def cmd_apikey_revoke(args: argparse.Namespace, settings: Settings) -> int:
         return 0
 
     return _run_async(revoke())
+
+
+async def _with_engine(settings: Settings, use: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    """Run ``use`` with a one-connection engine that is disposed of afterwards."""
+    from engine.store.database import create_engine
+
+    engine = create_engine(settings, pool_size=1)
+    try:
+        return await use(engine)
+    finally:
+        await engine.dispose()
 
 
 def _run_async(coro: Coroutine[Any, Any, int | None]) -> int:

@@ -407,47 +407,23 @@ class Runtime:
                 "attempts": attempts,
                 "failed_at": now.isoformat(),
             }
-            revision = instance.revision + 1
             writes = WriteSet(now, self.topics)
-            writes.update(
-                instance.id,
-                InstanceUpdate(
-                    instance.state,
-                    instance.data,
-                    InstanceStatus.FAILED.value,
-                    revision,
-                    None,
-                    error,
-                ),
-            )
-            writes.history(
-                instance.id,
-                revision,
-                trigger.event_id,
-                event_type,
-                source,
-                instance.state,
-                None,
-                failure.transition,
-                payload,
-                "failed",
-                str(failure),
-                request_id,
-            )
-            writes.inbox(trigger.event_id, instance.id, "failed")
-            writes.state_changed(
-                instance_id=instance.id,
-                workflow=instance.workflow,
-                version=instance.version,
-                business_key=instance.business_key,
-                from_state=instance.state,
-                to_state=instance.state,
-                status=InstanceStatus.FAILED.value,
-                revision=revision,
+            revision = self._status_change(
+                writes,
+                instance,
+                status=InstanceStatus.FAILED,
+                error=error,
                 event_id=trigger.event_id,
                 event_type=event_type,
+                source=source,
+                payload=payload,
+                outcome="failed",
+                reason=str(failure),
                 request_id=request_id,
+                to_state=None,
+                transition=failure.transition,
             )
+            writes.inbox(trigger.event_id, instance.id, "failed")
             await conn.fetchrow(sql.APPLY, *writes.params())
         log.error(
             "instance failed",
@@ -466,6 +442,59 @@ class Runtime:
             revision,
             error=str(failure),
         )
+
+    def _status_change(
+        self,
+        writes: WriteSet,
+        instance: Instance,
+        *,
+        status: InstanceStatus,
+        error: Mapping[str, Any] | None,
+        event_id: str,
+        event_type: str,
+        source: str,
+        payload: Mapping[str, Any],
+        outcome: str,
+        reason: str | None,
+        request_id: str | None,
+        to_state: str | None,
+        transition: str | None = None,
+    ) -> int:
+        """Queue a status change (failed, cancelled, active again): the instance row, its
+        history entry and the ``state_changed`` message. Returns the new revision."""
+        revision = instance.revision + 1
+        writes.update(
+            instance.id,
+            InstanceUpdate(instance.state, instance.data, status.value, revision, None, error),
+        )
+        writes.history(
+            instance.id,
+            revision,
+            event_id,
+            event_type,
+            source,
+            instance.state,
+            to_state,
+            transition,
+            payload,
+            outcome,
+            reason,
+            request_id,
+        )
+        writes.state_changed(
+            instance_id=instance.id,
+            workflow=instance.workflow,
+            version=instance.version,
+            business_key=instance.business_key,
+            from_state=instance.state,
+            to_state=instance.state,
+            status=status.value,
+            revision=revision,
+            event_id=event_id,
+            event_type=event_type,
+            request_id=request_id,
+        )
+        return revision
 
     async def _resolve_one(self, conn: asyncpg.Connection, trigger: Trigger) -> uuid.UUID | None:
         if isinstance(trigger, TimerFiring):
@@ -796,47 +825,20 @@ class Runtime:
                     f"instance {instance_id} is completed in state '{instance.state}'; "
                     "it cannot be cancelled"
                 )
-            now = self.clock()
-            revision = instance.revision + 1
-            event_id = f"cancel:{instance_id}:{revision}"
-            writes = WriteSet(now, self.topics)
-            writes.update(
-                instance.id,
-                InstanceUpdate(
-                    instance.state,
-                    instance.data,
-                    InstanceStatus.CANCELLED.value,
-                    revision,
-                    None,
-                    instance.error,
-                ),
-            )
-            writes.history(
-                instance.id,
-                revision,
-                event_id,
-                "conveyor.cancel",
-                "operator",
-                instance.state,
-                instance.state,
-                None,
-                {"reason": reason},
-                "cancelled",
-                reason or None,
-                request_id,
-            )
-            writes.state_changed(
-                instance_id=instance.id,
-                workflow=instance.workflow,
-                version=instance.version,
-                business_key=instance.business_key,
-                from_state=instance.state,
-                to_state=instance.state,
-                status=InstanceStatus.CANCELLED.value,
-                revision=revision,
-                event_id=event_id,
+            writes = WriteSet(self.clock(), self.topics)
+            self._status_change(
+                writes,
+                instance,
+                status=InstanceStatus.CANCELLED,
+                error=instance.error,
+                event_id=f"cancel:{instance_id}:{instance.revision + 1}",
                 event_type="conveyor.cancel",
+                source="operator",
+                payload={"reason": reason},
+                outcome="cancelled",
+                reason=reason or None,
                 request_id=request_id,
+                to_state=instance.state,
             )
             await conn.fetchrow(sql.APPLY, *writes.params())
             await conn.execute("delete from timers where instance_id = $1", instance.id)
@@ -857,32 +859,20 @@ class Runtime:
                 )
             error = instance.error
             now = self.clock()
-            revision = instance.revision + 1
             writes = WriteSet(now, self.topics)
-            writes.update(
-                instance.id,
-                InstanceUpdate(
-                    instance.state,
-                    instance.data,
-                    InstanceStatus.ACTIVE.value,
-                    revision,
-                    None,
-                    None,
-                ),
-            )
-            writes.history(
-                instance.id,
-                revision,
-                f"retry:{instance_id}:{revision}",
-                "conveyor.retry",
-                "operator",
-                instance.state,
-                instance.state,
-                None,
-                {"event_id": error["event_id"]},
-                "retried",
-                None,
-                request_id,
+            self._status_change(
+                writes,
+                instance,
+                status=InstanceStatus.ACTIVE,
+                error=None,
+                event_id=f"retry:{instance_id}:{instance.revision + 1}",
+                event_type="conveyor.retry",
+                source="operator",
+                payload={"event_id": error["event_id"]},
+                outcome="retried",
+                reason=None,
+                request_id=request_id,
+                to_state=instance.state,
             )
             await conn.fetchrow(sql.APPLY, *writes.params())
             # The failed event may now be applied again.

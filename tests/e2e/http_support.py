@@ -86,8 +86,8 @@ def process_env(settings: Settings, port: int, **extra: str) -> dict[str, str]:
         CONVEYOR_KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
         CONVEYOR_HTTP_PORT=str(port),
         CONVEYOR_LOG_FORMAT="json",
-        **extra,
     )
+    env.update(extra)  # may override any of the above
     return env
 
 

@@ -2,57 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import httpx
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from engine.settings import Settings
+from tests.e2e.http_support import free_port, serve_process
 
 
 @contextmanager
 def api_process(**env: str) -> Iterator[str]:
-    port = free_port()
-    full_env = dict(os.environ, CONVEYOR_HTTP_PORT=str(port), CONVEYOR_LOG_FORMAT="json", **env)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "api"],
-        env=full_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                out = proc.stdout.read().decode() if proc.stdout else ""
-                raise AssertionError(f"api exited with {proc.returncode}:\n{out}")
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("api did not answer /health within 30 s")
-            time.sleep(0.1)
+    with serve_process(Settings(), **env) as (base, _proc):
         yield base
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_ready_answers_200_when_postgres_and_kafka_are_up() -> None:
