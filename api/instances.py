@@ -19,8 +19,8 @@ from api.validation import parse_body, parse_query, parse_uuid
 from engine.decide import Rejection
 from engine.errors import ConveyorError, InstanceNotFound, InvalidRequest
 from engine.model import Event, Outcome
-from engine.runtime import InstanceFilter
 from engine.store.database import driver_connection
+from engine.store.queries import InstanceFilter
 
 bp = Blueprint("instances", url_prefix="/v1/instances")
 

@@ -41,8 +41,9 @@ from engine.errors import (
 )
 from engine.model import Event, Instance, InstanceStatus, Outcome, StartResult
 from engine.registry import Registry, load_workflows
-from engine.runtime import InstanceFilter, Runtime
+from engine.runtime import Runtime
 from engine.settings import Settings
+from engine.store.queries import InstanceFilter
 
 __all__ = [
     "ActionContext",

@@ -22,7 +22,6 @@ operator's :meth:`Runtime.retry` re-applies the failed event.
 from __future__ import annotations
 
 import asyncio
-import base64
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -65,8 +64,10 @@ from engine.model import (
 )
 from engine.observability import get_logger
 from engine.registry import Registry
+from engine.store import queries
 from engine.store import statements as sql
 from engine.store.database import driver_connection, driver_transaction
+from engine.store.queries import InstanceFilter, instance_from_row
 from engine.store.writeset import InstanceUpdate, Topics, WriteSet, json_default
 
 log = get_logger("conveyor.runtime")
@@ -134,20 +135,6 @@ class _PreparedStart:
 class _Result:
     outcome: Outcome
     failure: ActionFailed | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class InstanceFilter:
-    """Filters for :meth:`Runtime.list_instances`; all optional, combined with AND."""
-
-    workflow: str | None = None
-    state: str | None = None
-    status: InstanceStatus | None = None
-    business_key_prefix: str | None = None
-    created_after: datetime | None = None
-    created_before: datetime | None = None
-    updated_after: datetime | None = None
-    updated_before: datetime | None = None
 
 
 class Runtime:
@@ -269,7 +256,7 @@ class Runtime:
                 write_started = time.perf_counter()
                 async with driver_transaction(self.engine) as conn:
                     inserted = await conn.fetch(sql.INSERT_INSTANCES, rows_json)
-                    created = {row["id"]: _instance(row) for row in inserted}
+                    created = {row["id"]: instance_from_row(row) for row in inserted}
                     if created:
                         writes = WriteSet(self.clock(), self.topics)
                         for p in starts:
@@ -296,7 +283,7 @@ class Runtime:
     def _existing_start(
         row: asyncpg.Record, business_key: str, idempotency_key: str | None
     ) -> StartResult:
-        instance = _instance(row)
+        instance = instance_from_row(row)
         if idempotency_key is not None and row["start_key"] == idempotency_key:
             if instance.business_key != business_key:
                 raise InstanceConflict(
@@ -389,7 +376,7 @@ class Runtime:
             rows = await conn.fetch(sql.LOCK_INSTANCES, [instance_id])
             if not rows:
                 return Outcome(trigger.event_id, "not_found")
-            instance = _instance(rows[0])
+            instance = instance_from_row(rows[0])
             seen = await conn.fetch(sql.SEEN_EVENTS_AND_LIVE_TIMERS, [trigger.event_id], [])
             if seen:
                 return Outcome(trigger.event_id, "duplicate", instance.id)
@@ -562,7 +549,7 @@ class Runtime:
             )
             rows = await conn.fetch(lock, instance_ids, event_ids)
             seen = set(rows[0]["seen"]) if rows else set()
-        working = {row["id"]: _working(_instance(row)) for row in rows}
+        working = {row["id"]: _working(instance_from_row(row)) for row in rows}
         now = self.clock()
         writes = WriteSet(now, self.topics)
         blocked: set[uuid.UUID] = set()
@@ -817,7 +804,7 @@ class Runtime:
             rows = await conn.fetch(sql.LOCK_INSTANCES, [instance_id])
             if not rows:
                 raise InstanceNotFound(f"no instance {instance_id}")
-            instance = _instance(rows[0])
+            instance = instance_from_row(rows[0])
             if instance.status is InstanceStatus.CANCELLED:
                 return instance
             if instance.status is InstanceStatus.COMPLETED:
@@ -843,7 +830,7 @@ class Runtime:
             await conn.fetchrow(sql.APPLY, *writes.params())
             await conn.execute("delete from timers where instance_id = $1", instance.id)
             row = await conn.fetchrow(sql.GET_INSTANCE, instance.id)
-        return _instance(row)
+        return instance_from_row(row)
 
     async def retry(self, instance_id: uuid.UUID, *, request_id: str | None = None) -> Outcome:
         """Re-activate a failed instance and re-apply the event that failed it."""
@@ -851,7 +838,7 @@ class Runtime:
             rows = await conn.fetch(sql.LOCK_INSTANCES, [instance_id])
             if not rows:
                 raise InstanceNotFound(f"no instance {instance_id}")
-            instance = _instance(rows[0])
+            instance = instance_from_row(rows[0])
             if instance.status is not InstanceStatus.FAILED or instance.error is None:
                 raise InvalidState(
                     f"instance {instance_id} is {instance.status.value}; only failed "
@@ -915,100 +902,23 @@ class Runtime:
         return instance
 
     async def _get_many(self, ids: Sequence[uuid.UUID]) -> list[Instance | None]:
-        async with driver_connection(self.engine) as conn:
-            if len(ids) == 1:
-                row = await conn.fetchrow(sql.GET_INSTANCE, ids[0])
-                return [None if row is None else _instance(row)]
-            rows = await conn.fetch(sql.GET_INSTANCES, list(set(ids)))
-        found = {row["id"]: _instance(row) for row in rows}
-        return [found.get(i) for i in ids]
+        return await queries.get_many(self.engine, ids)
 
     async def find(self, workflow: str, business_key: str) -> Instance:
-        async with driver_connection(self.engine) as conn:
-            row = await conn.fetchrow(sql.FIND_INSTANCE, workflow, business_key)
-        if row is None:
-            raise InstanceNotFound(f"no {workflow} instance with business key {business_key!r}")
-        return _instance(row)
+        """The instance of ``workflow`` with ``business_key``."""
+        return await queries.find(self.engine, workflow, business_key)
 
     async def history(
         self, instance_id: uuid.UUID, *, after: int = 0, limit: int = 100
     ) -> list[HistoryRecord]:
         """An instance's history in order; ``after`` is the last id already seen."""
-        async with driver_connection(self.engine) as conn:
-            exists = await conn.fetchval("select 1 from instances where id = $1", instance_id)
-            if exists is None:
-                raise InstanceNotFound(f"no instance {instance_id}")
-            rows = await conn.fetch(
-                "select id, instance_id, revision, event_id, event_type, source, from_state,"
-                " to_state, transition, payload, outcome, reason, request_id, occurred_at"
-                " from history where instance_id = $1 and id > $2 order by id limit $3",
-                instance_id,
-                after,
-                limit,
-            )
-        return [HistoryRecord(**dict(row)) for row in rows]
+        return await queries.history(self.engine, instance_id, after=after, limit=limit)
 
     async def list_instances(
         self, filters: InstanceFilter, *, limit: int = 50, cursor: str | None = None
     ) -> Page:
         """Instances matching ``filters``, newest first, by keyset pagination."""
-        clauses: list[str] = []
-        args: list[Any] = []
-
-        def arg(value: Any) -> str:
-            args.append(value)
-            return f"${len(args)}"
-
-        if filters.workflow is not None:
-            clauses.append(f"workflow = {arg(filters.workflow)}")
-        if filters.state is not None:
-            clauses.append(f"state = {arg(filters.state)}")
-        if filters.status is not None:
-            clauses.append(f"status = {arg(filters.status.value)}")
-        if filters.business_key_prefix:
-            prefix = _like_prefix(filters.business_key_prefix)
-            clauses.append(f"business_key like {arg(prefix)}")
-        for column, op, value in (
-            ("created_at", ">=", filters.created_after),
-            ("created_at", "<", filters.created_before),
-            ("updated_at", ">=", filters.updated_after),
-            ("updated_at", "<", filters.updated_before),
-        ):
-            if value is not None:
-                clauses.append(f"{column} {op} {arg(value)}")
-        if cursor is not None:
-            created, last_id = _decode_cursor(cursor)
-            clauses.append(f"(created_at, id) < ({arg(created)}, {arg(last_id)})")
-        where = " and ".join(clauses) or "true"
-        query = (
-            f"select {sql.INSTANCE_COLUMNS} from instances where {where}"
-            f" order by created_at desc, id desc limit {arg(limit + 1)}"
-        )
-        async with driver_connection(self.engine) as conn:
-            rows = await conn.fetch(query, *args)
-        items = tuple(_instance(r) for r in rows[:limit])
-        next_cursor = None
-        if len(rows) > limit:
-            last = items[-1]
-            next_cursor = _encode_cursor(last.created_at, last.id)
-        return Page(items, next_cursor)
-
-
-def _instance(row: asyncpg.Record) -> Instance:
-    return Instance(
-        id=row["id"],
-        workflow=row["workflow"],
-        version=row["version"],
-        business_key=row["business_key"],
-        state=row["state"],
-        data=row["data"],
-        status=InstanceStatus(row["status"]),
-        revision=row["revision"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        state_entered_at=row["state_entered_at"],
-        error=row["error"],
-    )
+        return await queries.list_instances(self.engine, filters, limit=limit, cursor=cursor)
 
 
 def _snapshot_of(current: _Working, now: datetime | None) -> Instance:
@@ -1045,23 +955,4 @@ def _timer_json(firing: TimerFiring) -> dict[str, str]:
     return {"id": str(firing.timer_id), "name": firing.name, "state": firing.state}
 
 
-def _like_prefix(prefix: str) -> str:
-    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped + "%"
-
-
-def _encode_cursor(created_at: datetime, instance_id: uuid.UUID) -> str:
-    raw = orjson.dumps([created_at.isoformat(), str(instance_id)])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, last_id = orjson.loads(raw)
-        return datetime.fromisoformat(created), uuid.UUID(last_id)
-    except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
-        raise InvalidRequest(f"invalid cursor {cursor!r}") from exc
-
-
-__all__ = ["Clock", "InstanceFilter", "Runtime", "utc_now"]
+__all__ = ["Clock", "InstanceFilter", "Runtime", "RuntimeObserver", "utc_now"]

@@ -15,10 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from engine.errors import InstanceConflict, InvalidState, PayloadInvalid
 from engine.model import Event, InstanceStatus
 from engine.registry import Registry
-from engine.runtime import InstanceFilter, Runtime
+from engine.runtime import Runtime
 from engine.scheduler import TimerScheduler
 from engine.settings import Settings
 from engine.store.database import create_engine
+from engine.store.queries import InstanceFilter
 from tests import flows
 from workflows.order import Order
 

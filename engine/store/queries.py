@@ -1,0 +1,157 @@
+"""Reading instances and their history: the queries behind the runtime's read calls.
+
+Plain functions over the engine; every one is served by an index (see the migrations).
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from engine.errors import InstanceNotFound, InvalidRequest
+from engine.model import HistoryRecord, Instance, InstanceStatus, Page
+from engine.store import statements as sql
+from engine.store.database import driver_connection
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceFilter:
+    """Filters for :meth:`Runtime.list_instances`; all optional, combined with AND."""
+
+    workflow: str | None = None
+    state: str | None = None
+    status: InstanceStatus | None = None
+    business_key_prefix: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    updated_after: datetime | None = None
+    updated_before: datetime | None = None
+
+
+def instance_from_row(row: asyncpg.Record) -> Instance:
+    return Instance(
+        id=row["id"],
+        workflow=row["workflow"],
+        version=row["version"],
+        business_key=row["business_key"],
+        state=row["state"],
+        data=row["data"],
+        status=InstanceStatus(row["status"]),
+        revision=row["revision"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        state_entered_at=row["state_entered_at"],
+        error=row["error"],
+    )
+
+
+async def get_many(engine: AsyncEngine, ids: Sequence[uuid.UUID]) -> list[Instance | None]:
+    """Instances by id, in the order asked (None where missing), in one query."""
+    async with driver_connection(engine) as conn:
+        if len(ids) == 1:
+            row = await conn.fetchrow(sql.GET_INSTANCE, ids[0])
+            return [None if row is None else instance_from_row(row)]
+        rows = await conn.fetch(sql.GET_INSTANCES, list(set(ids)))
+    found = {row["id"]: instance_from_row(row) for row in rows}
+    return [found.get(i) for i in ids]
+
+
+async def find(engine: AsyncEngine, workflow: str, business_key: str) -> Instance:
+    """The instance of ``workflow`` with ``business_key``."""
+    async with driver_connection(engine) as conn:
+        row = await conn.fetchrow(sql.FIND_INSTANCE, workflow, business_key)
+    if row is None:
+        raise InstanceNotFound(f"no {workflow} instance with business key {business_key!r}")
+    return instance_from_row(row)
+
+
+async def history(
+    engine: AsyncEngine, instance_id: uuid.UUID, *, after: int = 0, limit: int = 100
+) -> list[HistoryRecord]:
+    """An instance's history in order; ``after`` is the last id already seen."""
+    async with driver_connection(engine) as conn:
+        exists = await conn.fetchval("select 1 from instances where id = $1", instance_id)
+        if exists is None:
+            raise InstanceNotFound(f"no instance {instance_id}")
+        rows = await conn.fetch(
+            "select id, instance_id, revision, event_id, event_type, source, from_state,"
+            " to_state, transition, payload, outcome, reason, request_id, occurred_at"
+            " from history where instance_id = $1 and id > $2 order by id limit $3",
+            instance_id,
+            after,
+            limit,
+        )
+    return [HistoryRecord(**dict(row)) for row in rows]
+
+
+async def list_instances(
+    engine: AsyncEngine, filters: InstanceFilter, *, limit: int = 50, cursor: str | None = None
+) -> Page:
+    """Instances matching ``filters``, newest first, by keyset pagination."""
+    clauses: list[str] = []
+    args: list[Any] = []
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if filters.workflow is not None:
+        clauses.append(f"workflow = {arg(filters.workflow)}")
+    if filters.state is not None:
+        clauses.append(f"state = {arg(filters.state)}")
+    if filters.status is not None:
+        clauses.append(f"status = {arg(filters.status.value)}")
+    if filters.business_key_prefix:
+        prefix = _like_prefix(filters.business_key_prefix)
+        clauses.append(f"business_key like {arg(prefix)}")
+    for column, op, value in (
+        ("created_at", ">=", filters.created_after),
+        ("created_at", "<", filters.created_before),
+        ("updated_at", ">=", filters.updated_after),
+        ("updated_at", "<", filters.updated_before),
+    ):
+        if value is not None:
+            clauses.append(f"{column} {op} {arg(value)}")
+    if cursor is not None:
+        created, last_id = _decode_cursor(cursor)
+        clauses.append(f"(created_at, id) < ({arg(created)}, {arg(last_id)})")
+    where = " and ".join(clauses) or "true"
+    query = (
+        f"select {sql.INSTANCE_COLUMNS} from instances where {where}"
+        f" order by created_at desc, id desc limit {arg(limit + 1)}"
+    )
+    async with driver_connection(engine) as conn:
+        rows = await conn.fetch(query, *args)
+    items = tuple(instance_from_row(r) for r in rows[:limit])
+    next_cursor = None
+    if len(rows) > limit:
+        last = items[-1]
+        next_cursor = _encode_cursor(last.created_at, last.id)
+    return Page(items, next_cursor)
+
+
+def _like_prefix(prefix: str) -> str:
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"
+
+
+def _encode_cursor(created_at: datetime, instance_id: uuid.UUID) -> str:
+    raw = orjson.dumps([created_at.isoformat(), str(instance_id)])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, last_id = orjson.loads(raw)
+        return datetime.fromisoformat(created), uuid.UUID(last_id)
+    except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
+        raise InvalidRequest(f"invalid cursor {cursor!r}") from exc
