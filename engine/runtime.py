@@ -318,33 +318,28 @@ class Runtime:
         applied one by one with their retry policy, so a failing instance never holds up
         the others and never loses the order of its own events.
         """
-        results = await self._apply(list(events), wait=len(events) == 1)
-        outcomes = [r.outcome for r in results]
-        pending = [i for i, r in enumerate(results) if r.outcome.status in ("failed", "deferred")]
-        for index in pending:
-            result = results[index]
-            event = events[index]
-            if result.failure is not None:
-                outcomes[index] = await self._retry_failed(event, result.failure)
-            else:
-                outcomes[index] = await self.send(event)
-        return outcomes
+        return await self._apply_all(events)
 
     async def fire_timers(self, firings: Sequence[TimerFiring]) -> list[Outcome]:
         """Fire due timers through the same path as events; the timer id is the event id."""
-        results = await self._apply(list(firings), wait=len(firings) == 1)
+        return await self._apply_all(firings)
+
+    async def _apply_all(self, triggers: Sequence[Trigger]) -> list[Outcome]:
+        """One transaction for the batch, then, in order, its failed and deferred triggers
+        one by one (waiting for busy instances; retrying failed actions)."""
+        results = await self._apply(triggers, wait=len(triggers) == 1)
         outcomes = [r.outcome for r in results]
         for index, result in enumerate(results):
-            if result.outcome.status in ("failed", "deferred"):
-                outcomes[index] = await self._retry_trigger(firings[index], result)
-        return outcomes
-
-    async def _retry_trigger(self, trigger: Trigger, result: _Result) -> Outcome:
-        if result.failure is None:
-            (result,) = await self._apply([trigger])
+            if result.outcome.status not in ("failed", "deferred"):
+                continue
             if result.failure is None:
-                return result.outcome
-        return await self._retry_failed(trigger, result.failure)
+                (result,) = await self._apply([triggers[index]])
+            outcomes[index] = (
+                result.outcome
+                if result.failure is None
+                else await self._retry_failed(triggers[index], result.failure)
+            )
+        return outcomes
 
     async def _retry_failed(self, trigger: Trigger, failure: ActionFailed) -> Outcome:
         attempt = 1
