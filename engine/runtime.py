@@ -367,7 +367,7 @@ class Runtime:
         source = trigger.source if isinstance(trigger, Event) else "timer"
         request_id = trigger.request_id if isinstance(trigger, Event) else None
         async with driver_transaction(self.engine) as conn:
-            instance_id = await self._resolve_one(conn, trigger)
+            (instance_id,) = await self._targets(conn, [trigger])
             rows = await conn.fetch(sql.LOCK_INSTANCES, [instance_id])
             if not rows:
                 return Outcome(trigger.event_id, "not_found")
@@ -477,16 +477,6 @@ class Runtime:
             request_id=request_id,
         )
         return revision
-
-    async def _resolve_one(self, conn: asyncpg.Connection, trigger: Trigger) -> uuid.UUID | None:
-        if isinstance(trigger, TimerFiring):
-            return trigger.instance_id
-        if trigger.instance_id is not None:
-            return trigger.instance_id
-        rows = await conn.fetch(
-            sql.RESOLVE_BUSINESS_KEYS, [trigger.workflow], [trigger.business_key]
-        )
-        return rows[0]["id"] if rows else None
 
     # ------------------------------------------------------------------ the batch
 
