@@ -84,8 +84,9 @@ async def start_instance(request: Request, name: str) -> HTTPResponse:
     tag_request(request, workflow=name)
     key = idempotency_key(request)
     endpoint = f"start:{name}"
-    digest = idempotency.request_hash(name, body.model_dump(mode="json"))
-    if key is not None:
+    digest = b""
+    if key is not None:  # the request's digest matters only with an Idempotency-Key
+        digest = idempotency.request_hash(name, body.model_dump(mode="json"))
         stored = await idempotency.find(request.app.ctx.db, key, endpoint, digest)
         if stored is not None:
             return _replay(stored, replayed=True)
