@@ -464,10 +464,7 @@ class Runtime:
             request_id,
         )
         writes.state_changed(
-            instance_id=instance.id,
-            workflow=instance.workflow,
-            version=instance.version,
-            business_key=instance.business_key,
+            instance,
             from_state=instance.state,
             to_state=instance.state,
             status=status.value,
@@ -716,21 +713,11 @@ class Runtime:
             writes.cancel_timer(instance.id, name)
         for timer in decision.timers_to_set:
             writes.set_timer(instance.id, event_id, timer)
-        writes.publish(
-            instance_id=instance.id,
-            workflow=instance.workflow,
-            version=instance.version,
-            business_key=instance.business_key,
-            messages=decision.outbound,
-            request_id=request_id,
-        )
+        writes.publish(instance, decision.outbound, request_id)
         if decision.from_state == decision.to_state and not decision.finished:
             return  # an internal or self-transition: the state did not change
         writes.state_changed(
-            instance_id=instance.id,
-            workflow=instance.workflow,
-            version=instance.version,
-            business_key=instance.business_key,
+            instance,
             from_state=decision.from_state or None,
             to_state=decision.to_state,
             status=status,

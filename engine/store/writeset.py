@@ -17,6 +17,7 @@ import orjson
 from engine.decide import OutboundMessage, TimerToSet
 from engine.ids import name_id
 from engine.messaging.cloudevents import CloudEvent, encode_structured
+from engine.model import Instance
 
 TIMER_NAMESPACE = uuid.UUID("0b8f7a52-2f3e-5c1d-8e1b-6c4a3d2e1f00")
 STATE_CHANGED_NAMESPACE = uuid.UUID("3d1e9c7a-5b2f-5e4d-9a8c-1f2e3d4c5b6a")
@@ -120,14 +121,7 @@ class WriteSet:
         self._timer_deletes.add(key)
 
     def publish(
-        self,
-        *,
-        instance_id: uuid.UUID,
-        workflow: str,
-        version: int,
-        business_key: str,
-        messages: Sequence[OutboundMessage],
-        request_id: str | None,
+        self, instance: Instance, messages: Sequence[OutboundMessage], request_id: str | None
     ) -> None:
         """Queue a workflow's outbound events and commands (CloudEvents, structured mode)."""
         for message in messages:
@@ -136,28 +130,25 @@ class WriteSet:
             )
             self._queue(
                 message.message_id,
-                instance_id,
+                instance.id,
                 topic,
-                business_key,
+                instance.business_key,
                 CloudEvent(
                     id=message.message_id,
-                    source=f"conveyor/{workflow}/v{version}",
+                    source=f"conveyor/{instance.workflow}/v{instance.version}",
                     type=message.type,
-                    subject=business_key,
+                    subject=instance.business_key,
                     time=self.now.isoformat(),
                     data=dict(message.payload),
-                    extensions={"conveyorinstance": str(instance_id), "conveyorkind": message.kind},
+                    extensions={"conveyorinstance": str(instance.id), "conveyorkind": message.kind},
                 ),
                 request_id,
             )
 
     def state_changed(
         self,
+        instance: Instance,
         *,
-        instance_id: uuid.UUID,
-        workflow: str,
-        version: int,
-        business_key: str,
         from_state: str | None,
         to_state: str,
         status: str,
@@ -167,23 +158,23 @@ class WriteSet:
         request_id: str | None,
     ) -> None:
         """Queue the ``conveyor.instance.state_changed`` event other services follow."""
-        message_id = name_id(STATE_CHANGED_NAMESPACE, f"{instance_id}/{revision}")
+        message_id = name_id(STATE_CHANGED_NAMESPACE, f"{instance.id}/{revision}")
         self._queue(
             message_id,
-            instance_id,
+            instance.id,
             self.topics.instances,
-            business_key,
+            instance.business_key,
             CloudEvent(
                 id=message_id,
-                source=f"conveyor/{workflow}/v{version}",
+                source=f"conveyor/{instance.workflow}/v{instance.version}",
                 type=STATE_CHANGED,
-                subject=business_key,
+                subject=instance.business_key,
                 time=self.now.isoformat(),
                 data={
-                    "workflow": workflow,
-                    "version": version,
-                    "instance_id": str(instance_id),
-                    "business_key": business_key,
+                    "workflow": instance.workflow,
+                    "version": instance.version,
+                    "instance_id": str(instance.id),
+                    "business_key": instance.business_key,
                     "from": from_state,
                     "to": to_state,
                     "status": status,
