@@ -144,21 +144,44 @@ class EventConsumer:
         self._idle.set()
         self._revoked: set[TopicPartition] = set()
         self._stop = asyncio.Event()
+        self._restart = asyncio.Event()
         self._last_records_at = time.monotonic()
 
     # ------------------------------------------------------------------ lifecycle
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume until ``stop`` is set; finish and commit the batch in flight first."""
+        """Consume until ``stop`` is set; finish and commit the batch in flight first.
+
+        A consumer that stops making progress (it polls but receives nothing while its
+        partitions have lag, as aiokafka can after a broker restart) is replaced by a new
+        one; committed work is safe, and anything redelivered is a duplicate.
+        """
         self._stop = stop
+        watchdog = asyncio.create_task(self._watchdog(stop), name="consumer-watchdog")
+        try:
+            while not stop.is_set():
+                self._restart.clear()
+                await self._consume(stop)
+                if self._restart.is_set() and not stop.is_set():
+                    self.metrics.consumer_restarts += 1
+                    log.warning("restarting the stalled consumer")
+        finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+            await self._drop_producer()
+            log.info("consumer stopped")
+
+    async def _consume(self, stop: asyncio.Event) -> None:
+        """One consumer's life: until ``stop``, or until the watchdog asks for a new one."""
         consumer = create_consumer(self.settings, **dict(self.options.consumer_overrides))
         consumer.subscribe(list(self.router.topics), listener=_Rebalance(self))
         self._consumer = consumer
         await consumer.start()
-        watchdog = asyncio.create_task(self._watchdog(stop), name="consumer-watchdog")
+        self.metrics.last_poll_at = self._last_records_at = time.monotonic()
         log.info("consumer started", topics=list(self.router.topics))
         try:
-            while not stop.is_set():
+            while not stop.is_set() and not self._restart.is_set():
                 batches = await consumer.getmany(
                     timeout_ms=self.options.poll_timeout_ms, max_records=self.options.max_batch
                 )
@@ -167,19 +190,8 @@ class EventConsumer:
                     self._last_records_at = self.metrics.last_poll_at
                     await self.process(batches)
         finally:
-            watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watchdog
-            await self._close()
-            log.info("consumer stopped")
-
-    async def _close(self) -> None:
-        consumer, self._consumer = self._consumer, None
-        producer, self._producer = self._producer, None
-        if consumer is not None:
+            self._consumer = None
             await consumer.stop()
-        if producer is not None:
-            await producer.stop()
 
     async def _dlq_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
@@ -472,6 +484,8 @@ class EventConsumer:
             if not self.metrics.stalled:
                 self.metrics.stalls += 1
             self.metrics.stalled = True
+            if reason == "lag but no records":
+                self._restart.set()  # run() replaces the consumer
             log.error(
                 "consumer is not making progress",
                 reason=reason,
@@ -480,22 +494,26 @@ class EventConsumer:
             )
 
     async def _lag(self) -> int:
-        """Messages in the assigned partitions not yet consumed (the group's lag here)."""
+        """Messages in the assigned partitions not yet consumed (the group's lag here).
+
+        The end offsets come from the broker (a ListOffsets request), not from the
+        consumer's fetch responses, which a stuck or paused consumer no longer gets.
+        """
         consumer = self._consumer
         if consumer is None:
             return 0
-        lag = 0
-        for tp in consumer.assignment():
-            high = consumer.highwater(tp)
-            if high is None:
-                continue
-            try:
-                async with asyncio.timeout(1.0):
-                    position = await consumer.position(tp)
-            except (TimeoutError, KafkaError, IllegalStateError):
-                continue
-            lag += max(0, high - position)
-        return lag
+        assignment = list(consumer.assignment())
+        if not assignment:
+            return 0
+        try:
+            async with asyncio.timeout(2.0):
+                ends = await consumer.end_offsets(assignment)
+                positions = [await consumer.position(tp) for tp in assignment]
+        except (TimeoutError, KafkaError, IllegalStateError):
+            return self.metrics.lag  # unknown now: keep the last figure
+        return sum(
+            max(0, ends[tp] - position) for tp, position in zip(assignment, positions, strict=True)
+        )
 
 
 async def _all(coroutines: Iterable[Coroutine[Any, Any, None]]) -> None:

@@ -28,6 +28,7 @@ class WorkerMetrics:
     assigned_partitions: int = 0
     stalls: int = 0  # times the liveness check found the consumer making no progress
     stalled: bool = False
+    consumer_restarts: int = 0  # stalled consumers replaced by a new one
     lag: int = 0  # messages in the assigned partitions not yet consumed (every 5 s)
     outbox_published: int = 0
     relay_errors: int = 0
@@ -55,6 +56,7 @@ class WorkerMetrics:
             "assigned_partitions": self.assigned_partitions,
             "stalls": self.stalls,
             "stalled": self.stalled,
+            "consumer_restarts": self.consumer_restarts,
             "lag": self.lag,
             "outbox_published": self.outbox_published,
             "relay_errors": self.relay_errors,

@@ -352,3 +352,47 @@ async def test_lag_counts_the_messages_not_yet_consumed(
         assert await consumer._lag() == 2
     finally:
         await reader.stop()
+
+
+async def test_a_consumer_that_stops_receiving_despite_lag_is_replaced(
+    conveyor_topics: Settings, db: AsyncEngine
+) -> None:
+    """aiokafka can stay silent after a broker restart; pausing its partitions looks the
+    same from the outside: lag grows, nothing arrives. The watchdog must replace it."""
+    from engine.messaging.consumer import EventConsumer
+    from engine.messaging.routing import Router
+    from engine.registry import load_workflows
+    from engine.runtime import Runtime
+    from engine.worker import ensure_topics
+
+    settings = conveyor_topics
+    registry = load_workflows(settings.workflow_modules)
+    router = Router(registry, settings.topic_prefix)
+    await ensure_topics(settings, router.topics)
+    metrics = WorkerMetrics()
+    options = ConsumerOptions(
+        watchdog_interval=0.3,
+        stall_after=1.5,
+        consumer_overrides={"session_timeout_ms": 6000, "heartbeat_interval_ms": 300},
+    )
+    consumer = EventConsumer(settings, Runtime(db, registry), router, metrics, options=options)
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    try:
+        await wait_for(lambda: _assigned(metrics, task), timeout=20)
+        stuck = consumer._consumer
+        assert stuck is not None
+        stuck.pause(*stuck.assignment())  # receives nothing from now on
+        await produce(settings, f"{settings.topic_prefix}.in", order_events("STUCK-1"))
+
+        async def delivered() -> bool:
+            return await state_of(db, "order", "STUCK-1") == "delivered"
+
+        await wait_for(delivered, timeout=30)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    assert metrics.consumer_restarts >= 1
+    assert metrics.stalls >= 1
+    counts = await history_counts(db)
+    assert set(counts.values()) == {1}
