@@ -98,7 +98,7 @@ async def start_instance(request: Request, name: str) -> HTTPResponse:
                 body.data,
                 idempotency_key=key,
                 version=body.version,
-                source="api",
+                source="http",
                 request_id=request_id_of(request),
             )
     except PayloadInvalid as exc:
