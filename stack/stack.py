@@ -96,6 +96,14 @@ def pg_can_login(t: PgTarget) -> bool:
     return res.returncode == 0
 
 
+def pg_wait_listening(t: PgTarget, failure: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not pg_answers(t):
+        if time.monotonic() > deadline:
+            raise SystemExit(failure)
+        time.sleep(0.2)
+
+
 def pg_versions() -> list[str]:
     base = Path("/usr/lib/postgresql")
     if not base.is_dir():
@@ -179,11 +187,7 @@ def pg_up(t: PgTarget) -> None:
             raise SystemExit(f"pg_ctlcluster start failed: {res.stderr.strip()}")
         PG_MARKER.parent.mkdir(parents=True, exist_ok=True)
         PG_MARKER.write_text(f"{ver} {name}\n")
-    deadline = time.monotonic() + 30
-    while not pg_answers(t):
-        if time.monotonic() > deadline:
-            raise SystemExit("PostgreSQL did not start listening within 30 s")
-        time.sleep(0.2)
+    pg_wait_listening(t, "PostgreSQL did not start listening within 30 s")
     # A cluster that was already running (Debian's package starts it on install) has not
     # read our drop-in yet: restart it once so that it does.
     if as_postgres("show max_connections", port=t.port) != "300":
@@ -193,11 +197,7 @@ def pg_up(t: PgTarget) -> None:
             raise SystemExit(f"pg_ctlcluster restart failed: {res.stderr.strip()}")
         PG_MARKER.parent.mkdir(parents=True, exist_ok=True)
         PG_MARKER.write_text(f"{ver} {name}\n")
-        deadline = time.monotonic() + 30
-        while not pg_answers(t):
-            if time.monotonic() > deadline:
-                raise SystemExit("PostgreSQL did not listen again within 30 s of a restart")
-            time.sleep(0.2)
+        pg_wait_listening(t, "PostgreSQL did not listen again within 30 s of a restart")
     # Role and database named by the URL (idempotent).
     user_q = t.user.replace('"', '""')
     pw_q = t.password.replace("'", "''")
