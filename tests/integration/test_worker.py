@@ -148,7 +148,7 @@ async def running_worker(
         assert status == 0
 
 
-async def _assigned(metrics: WorkerMetrics, task: asyncio.Task[int]) -> bool:
+async def _assigned(metrics: WorkerMetrics, task: asyncio.Task[Any]) -> bool:
     if task.done():
         raise AssertionError(f"worker exited early: {task.result()}")
     return metrics.assigned_partitions > 0
