@@ -51,6 +51,7 @@ from engine.errors import (
     InvalidRequest,
     PayloadInvalid,
 )
+from engine.messaging.topics import Topics
 from engine.model import (
     Event,
     HistoryRecord,
@@ -68,7 +69,7 @@ from engine.store import queries
 from engine.store import statements as sql
 from engine.store.database import driver_connection, driver_transaction
 from engine.store.queries import InstanceFilter, instance_from_row
-from engine.store.writeset import InstanceUpdate, Topics, WriteSet, json_default
+from engine.store.writeset import InstanceUpdate, WriteSet, json_default
 
 log = get_logger("conveyor.runtime")
 
@@ -153,7 +154,7 @@ class Runtime:
     ) -> None:
         self.engine = engine
         self.registry = registry
-        self.topics = Topics.for_prefix(topic_prefix)
+        self.topics = Topics(topic_prefix)
         self.clock = clock
         self.observer = observer
         self._sleep = sleep

@@ -33,7 +33,6 @@ from engine.scheduler import TimerScheduler
 from engine.settings import Settings
 from engine.store.database import create_engine
 from engine.store.retention import run_retention
-from engine.store.writeset import Topics
 
 log = get_logger("conveyor.worker")
 
@@ -65,10 +64,10 @@ async def run_worker(
             loop.add_signal_handler(sig, stop.set)
     registry = load_workflows(settings.workflow_modules)
     router = Router(registry, settings.topic_prefix)
-    outbox = Topics.for_prefix(settings.topic_prefix)
+    names = router.names
     await ensure_topics(
         settings,
-        [*router.topics, router.names.deadletter, outbox.events, outbox.commands, outbox.instances],
+        [*router.topics, names.deadletter, names.events, names.commands, names.instances],
     )
     db = create_engine(settings)
     runtime = Runtime(db, registry, topic_prefix=settings.topic_prefix)

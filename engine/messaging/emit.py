@@ -10,7 +10,7 @@ from typing import Any
 
 from engine.messaging.clients import create_producer
 from engine.messaging.cloudevents import CloudEvent, encode_binary, encode_structured
-from engine.messaging.routing import Topics
+from engine.messaging.topics import Topics
 from engine.settings import Settings
 
 DEFAULT_SOURCE = "conveyor/cli"

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from engine.messaging.cloudevents import CloudEvent, Headers, InvalidMessage, decode
+from engine.messaging.topics import Topics
 from engine.model import Event
 from engine.registry import Registry, WorkflowDefinition
 
@@ -72,24 +73,6 @@ class Routed:
 
     event: CloudEvent
     deliveries: tuple[Delivery, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Topics:
-    """The topic names of one prefix."""
-
-    prefix: str
-
-    @property
-    def shared(self) -> str:
-        return f"{self.prefix}.in"
-
-    def workflow(self, name: str) -> str:
-        return f"{self.prefix}.in.{name}"
-
-    @property
-    def deadletter(self) -> str:
-        return f"{self.prefix}.deadletter"
 
 
 class Router:
@@ -238,7 +221,6 @@ __all__ = [
     "Routed",
     "Router",
     "StartCommand",
-    "Topics",
     "Unroutable",
     "classify_invalid",
     "group_starts",

@@ -17,6 +17,7 @@ import orjson
 from engine.decide import OutboundMessage, TimerToSet
 from engine.ids import name_id
 from engine.messaging.cloudevents import CloudEvent, encode_structured
+from engine.messaging.topics import Topics
 from engine.model import Instance
 
 TIMER_NAMESPACE = uuid.UUID("0b8f7a52-2f3e-5c1d-8e1b-6c4a3d2e1f00")
@@ -32,19 +33,6 @@ class InstanceUpdate:
     revision: int
     entered: datetime | None
     error: Mapping[str, Any] | None
-
-
-@dataclass(frozen=True, slots=True)
-class Topics:
-    """Where outbound messages go when a workflow does not name a topic."""
-
-    events: str
-    commands: str
-    instances: str
-
-    @classmethod
-    def for_prefix(cls, prefix: str) -> Topics:
-        return cls(f"{prefix}.events", f"{prefix}.commands", f"{prefix}.instances")
 
 
 class WriteSet:
