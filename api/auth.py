@@ -14,11 +14,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import structlog
 from sanic import Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.auth import ApiKey, Forbidden, Scope, Unauthenticated, hash_key, verify_api_key
+from engine.observability import bind_log_context
 
 KEY_CACHE_TTL = 5.0
 KEY_CACHE_SIZE = 10_000
@@ -87,7 +87,7 @@ async def authenticate(request: Request) -> None:
     if key is None:
         raise Unauthenticated("the API key is unknown or revoked")
     request.ctx.api_key = key
-    structlog.contextvars.bind_contextvars(api_key=key.prefix)
+    bind_log_context(api_key=key.prefix)
     if not key.allows(scope):
         raise Forbidden(
             f"API key {key.prefix} ({', '.join(key.scopes)}) lacks the {scope!r} scope "

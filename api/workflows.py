@@ -113,7 +113,7 @@ async def start_instance(request: Request, name: str) -> HTTPResponse:
     response = idempotency.StoredResponse(201, orjson.dumps(instance.to_json()))
     if key is not None:
         response = await idempotency.remember(request.app.ctx.db, key, endpoint, digest, response)
-    return _replay(response, replayed=not result.created)
+    return _replay(response, replayed=not result.created, instance_id=str(instance.id))
 
 
 @bp.get("/<name:str>/instances/<business_key:str>", ctx_scope="read")
@@ -139,8 +139,11 @@ def idempotency_key(request: Request) -> str | None:
     return key
 
 
-def _replay(stored: idempotency.StoredResponse, *, replayed: bool) -> HTTPResponse:
-    instance_id = orjson.loads(stored.body)["id"]
+def _replay(
+    stored: idempotency.StoredResponse, *, replayed: bool, instance_id: str | None = None
+) -> HTTPResponse:
+    if instance_id is None:
+        instance_id = orjson.loads(stored.body)["id"]
     headers = {"Location": f"/v1/instances/{instance_id}"}
     if replayed:
         headers["Idempotent-Replayed"] = "true"

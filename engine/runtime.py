@@ -30,7 +30,6 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import asyncpg
-import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine import operations
@@ -51,6 +50,7 @@ from engine.errors import (
     InvalidRequest,
     PayloadInvalid,
 )
+from engine.ids import new_id
 from engine.messaging.topics import Topics
 from engine.model import (
     Event,
@@ -69,7 +69,7 @@ from engine.store import queries
 from engine.store import statements as sql
 from engine.store.database import driver_connection, driver_transaction
 from engine.store.queries import InstanceFilter, instance_from_row
-from engine.store.writeset import InstanceUpdate, WriteSet, json_default
+from engine.store.writeset import InstanceUpdate, WriteSet
 
 log = get_logger("conveyor.runtime")
 
@@ -190,7 +190,7 @@ class Runtime:
         if not business_key:
             raise InvalidRequest("business_key must not be empty")
         definition = self.registry.get(workflow, version)
-        instance_id = uuid.uuid4()
+        instance_id = new_id()
         now = self.clock()
         decision = await initial_decision(definition, data, event_id=str(instance_id), now=now)
         if isinstance(decision, Rejection):
@@ -235,38 +235,32 @@ class Runtime:
         return self._existing_start(existing, business_key, idempotency_key)
 
     async def _start_batch(self, starts: Sequence[_PreparedStart]) -> list[Instance | None]:
-        """Insert many new instances in one transaction; None where a key was taken."""
-        rows_json = orjson.dumps(
-            [
-                {
-                    "id": str(p.instance_id),
-                    "workflow": p.workflow,
-                    "version": p.version,
-                    "business_key": p.business_key,
-                    "state": p.decision.to_state,
-                    "data": p.decision.data,
-                    "start_key": p.idempotency_key,
-                    "now": p.now,
-                }
-                for p in starts
-            ],
-            default=json_default,
-        ).decode()
+        """Insert many new instances, their history, outbox messages and timers, in one
+        statement (so one round trip and no explicit transaction); None where a key was
+        taken."""
+        instances = [_new_instance(p) for p in starts]
+        rows = [
+            {
+                "id": p.instance_id,
+                "workflow": p.workflow,
+                "version": p.version,
+                "business_key": p.business_key,
+                "state": p.decision.to_state,
+                "data": p.decision.data,
+                "start_key": p.idempotency_key,
+                "now": p.now,
+            }
+            for p in starts
+        ]
+        writes = WriteSet(self.clock(), self.topics)
+        for p, instance in zip(starts, instances, strict=True):
+            self._record_decision(writes, instance, p.decision, 1, p.source, p.request_id, {})
+        params = writes.start_params(rows)
         for attempt in range(TRANSACTION_ATTEMPTS):
             try:
                 write_started = time.perf_counter()
-                async with driver_transaction(self.engine) as conn:
-                    inserted = await conn.fetch(sql.INSERT_INSTANCES, rows_json)
-                    created = {row["id"]: instance_from_row(row) for row in inserted}
-                    if created:
-                        writes = WriteSet(self.clock(), self.topics)
-                        for p in starts:
-                            instance = created.get(p.instance_id)
-                            if instance is not None:
-                                self._record_decision(
-                                    writes, instance, p.decision, 1, p.source, p.request_id, {}
-                                )
-                        await conn.fetchrow(sql.APPLY, *writes.params())
+                async with driver_connection(self.engine) as conn:
+                    result = await conn.fetchrow(sql.START_INSTANCES, *params)
                 if self.observer is not None:
                     # The starts' decisions were made by their callers, before queueing.
                     self.observer.transaction(
@@ -274,7 +268,8 @@ class Runtime:
                         decide_seconds=0.0,
                         commit_seconds=time.perf_counter() - write_started,
                     )
-                return [created.get(p.instance_id) for p in starts]
+                created = set(result["changed"]) if result is not None else set()
+                return [i if i.id in created else None for i in instances]
             except TRANSIENT_ERRORS:
                 if attempt == TRANSACTION_ATTEMPTS - 1:
                     raise
@@ -709,6 +704,24 @@ def _snapshot_of(current: _Working, now: datetime | None) -> Instance:
         updated_at=now if now is not None and current.changed else base.updated_at,
         state_entered_at=current.entered or base.state_entered_at,
         error=current.error,
+    )
+
+
+def _new_instance(start: _PreparedStart) -> Instance:
+    """The instance a start creates, as the database will hold it once inserted."""
+    return Instance(
+        id=start.instance_id,
+        workflow=start.workflow,
+        version=start.version,
+        business_key=start.business_key,
+        state=start.decision.to_state,
+        data=start.decision.data,
+        status=InstanceStatus.ACTIVE,
+        revision=1,
+        created_at=start.now,
+        updated_at=start.now,
+        state_entered_at=start.now,
+        error=None,
     )
 
 

@@ -60,10 +60,10 @@ join unnest($1::text[], $2::text[]) as k(workflow, business_key)
 # Everything a batch of decisions writes, in one statement. Each table's rows travel as
 # one JSON array (orjson on our side, jsonb_to_recordset on the server's): a handful of
 # parameters whatever the batch size. The caller computes the net effect per instance, so
-# no row is touched twice by this statement.
-APPLY = """
-with
-upd as (
+# no row is touched twice by this statement. APPLY updates existing instances ($2);
+# START_INSTANCES inserts new ones from $2 and writes the rest only for those it inserted.
+_UPDATE_INSTANCES = """
+changed as (
   update instances as i
   set state = u.state, data = u.data, status = u.status, revision = u.revision,
       updated_at = $1, state_entered_at = coalesce(u.entered, i.state_entered_at),
@@ -72,8 +72,25 @@ upd as (
        as u(id uuid, state text, data jsonb, status text, revision int8, entered timestamptz,
             error jsonb)
   where i.id = u.id
-  returning 1
-),
+  returning i.id
+)"""
+
+# A taken business key or idempotency key skips its row (the caller then finds out
+# whether it is the same start again or a conflict).
+_INSERT_INSTANCES = """
+changed as (
+  insert into instances (id, workflow, version, business_key, state, data, status,
+                         revision, start_key, created_at, updated_at, state_entered_at)
+  select r.id, r.workflow, r.version, r.business_key, r.state, r.data, 'active', 1,
+         r.start_key, r.now, r.now, r.now
+  from jsonb_to_recordset($2::jsonb)
+       as r(id uuid, workflow text, version int, business_key text, state text, data jsonb,
+            start_key text, now timestamptz)
+  on conflict do nothing
+  returning id
+)"""
+
+_WRITE_REST = """,
 hist as (
   insert into history (instance_id, revision, event_id, event_type, source, from_state,
                        to_state, transition, payload, outcome, reason, request_id, occurred_at)
@@ -85,6 +102,7 @@ hist as (
              reason text, request_id text)) with ordinality
        as h(instance_id, revision, event_id, event_type, source, from_state, to_state,
             transition, payload, outcome, reason, request_id, ord)
+  {only_new_h}
   order by h.ord
   returning 1
 ),
@@ -92,6 +110,7 @@ inb as (
   insert into inbox (event_id, instance_id, outcome, processed_at)
   select e.event_id, e.instance_id, e.outcome, $1
   from jsonb_to_recordset($4::jsonb) as e(event_id text, instance_id uuid, outcome text)
+  {only_new_e}
   returning 1
 ),
 outb as (
@@ -102,6 +121,7 @@ outb as (
          as (message_id uuid, instance_id uuid, topic text, key text, headers jsonb,
              value text)) with ordinality
        as o(message_id, instance_id, topic, key, headers, value, ord)
+  {only_new_o}
   order by o.ord
   returning 1
 ),
@@ -116,28 +136,39 @@ tset as (
   select s.id, s.instance_id, s.name, s.state, s.due_at, $1
   from jsonb_to_recordset($7::jsonb)
        as s(id uuid, instance_id uuid, name text, state text, due_at timestamptz)
+  {only_new_s}
   on conflict (instance_id, name) do update
     set id = excluded.id, state = excluded.state, due_at = excluded.due_at,
         claimed_until = null, created_at = excluded.created_at
   returning 1
 )
-select (select count(*) from upd) as updated, (select count(*) from inb) as recorded,
+select array(select id from changed) as changed, (select count(*) from inb) as recorded,
        (select count(*) from outb) as published
 """
 
-# New instances, many at once; a taken business key or idempotency key skips its row
-# (the caller then finds out whether it is the same start again or a conflict).
-INSERT_INSTANCES = f"""
-insert into instances (id, workflow, version, business_key, state, data, status, revision,
-                       start_key, created_at, updated_at, state_entered_at)
-select r.id, r.workflow, r.version, r.business_key, r.state, r.data, 'active', 1,
-       r.start_key, r.now, r.now, r.now
-from jsonb_to_recordset($1::jsonb)
-     as r(id uuid, workflow text, version int, business_key text, state text, data jsonb,
-          start_key text, now timestamptz)
-on conflict do nothing
-returning {INSTANCE_COLUMNS}
-"""
+
+def _only_new(alias: str) -> str:
+    return f"where {alias}.instance_id in (select id from changed)"
+
+
+APPLY = (
+    "with"
+    + _UPDATE_INSTANCES
+    + _WRITE_REST.format(only_new_h="", only_new_e="", only_new_o="", only_new_s="")
+)
+
+# New instances, many at once, with their history, outbox messages and timers: a single
+# statement, so it needs no explicit transaction (one round trip for the whole batch).
+START_INSTANCES = (
+    "with"
+    + _INSERT_INSTANCES
+    + _WRITE_REST.format(
+        only_new_h=_only_new("h"),
+        only_new_e=_only_new("e"),
+        only_new_o=_only_new("o"),
+        only_new_s=_only_new("s"),
+    )
+)
 
 FIND_FOR_START = f"""
 select {INSTANCE_COLUMNS}, start_key from instances

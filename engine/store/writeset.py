@@ -213,6 +213,16 @@ class WriteSet:
             }
             for instance_id, u in self._updates.items()
         ]
+        return self._params(updates)
+
+    def start_params(self, instances: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """The positional parameters of ``statements.START_INSTANCES``: the new instance rows
+        (id, workflow, version, business_key, state, data, start_key, now), then the rest."""
+        if self._updates:
+            raise ValueError("a start batch updates no existing instance")
+        return self._params(instances)
+
+    def _params(self, instances: Sequence[Mapping[str, Any]]) -> list[Any]:
         inbox = [{"event_id": e, "instance_id": i, "outcome": o} for e, i, o in self._inbox]
         deletes = [{"instance_id": i, "name": n} for i, n in sorted(self._timer_deletes)]
         sets = [
@@ -229,7 +239,7 @@ class WriteSet:
             self.now,
             *(
                 orjson.dumps(rows, default=json_default).decode()
-                for rows in (updates, self._history, inbox, self._outbox, deletes, sets)
+                for rows in (instances, self._history, inbox, self._outbox, deletes, sets)
             ),
         ]
 

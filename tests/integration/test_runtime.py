@@ -463,8 +463,17 @@ async def test_concurrent_starts_share_transactions_and_keep_their_guarantees(
     )
     assert sum(not isinstance(r, BaseException) for r in rivals) == 1
     assert all(isinstance(r, InstanceConflict) for r in rivals if isinstance(r, BaseException))
+    # Only the 32 starts that inserted an instance wrote history, messages and timers.
     history = await rows(db, "select count(*) from history where outcome = 'started'")
     assert history[0][0] == 32
+    assert (await rows(db, "select count(*) from outbox"))[0][0] == 32
+    assert (await rows(db, "select count(*) from timers"))[0][0] == 32
+
+
+async def test_a_started_instance_is_what_the_database_holds(runtime: Runtime) -> None:
+    started = await runtime.start("order", "ORD-S", order_data("ORD-S"))
+    assert await runtime.get(started.instance.id) == started.instance
+    assert started.instance.id.version == 7  # time-ordered ids for new instances
 
 
 async def test_concurrent_gets_share_queries_and_a_missing_id_fails_alone(
