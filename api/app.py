@@ -23,6 +23,7 @@ from api.metrics import bp as metrics_bp
 from api.problems import ProblemErrorHandler
 from api.tracing import begin_request, end_request
 from api.workflows import bp as workflows_bp
+from engine.gc_tuning import tune_gc
 from engine.messaging.clients import KafkaProbe, create_producer
 from engine.observability import configure_logging, configure_sentry, get_logger
 from engine.registry import load_workflows
@@ -96,6 +97,10 @@ def create_app(
                     metrics=app.ctx.worker_metrics,
                 )
             )
+
+    @app.after_server_start
+    async def settle(app: Sanic[Config, Any]) -> None:
+        tune_gc()
 
     @app.after_server_stop
     async def close_resources(app: Sanic[Config, Any]) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
+from engine.gc_tuning import tune_gc
 from engine.messaging.consumer import ConsumerOptions, EventConsumer
 from engine.messaging.metrics import WorkerMetrics
 from engine.messaging.relay import OutboxRelay
@@ -96,6 +97,7 @@ async def run_worker(
         ),
         ("metrics", report),
     ]
+    tune_gc()
     log.info("worker started", services=[name for name, _ in services], topics=router.topics)
     status = 0
     try:

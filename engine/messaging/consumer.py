@@ -8,7 +8,9 @@ One loop, one batch at a time (so work in flight is bounded by ``max_batch`` rec
 3. publish the dead letters (bad messages, invalid payloads, events for no instance) and
    wait for the broker's acknowledgement;
 4. commit the batch's offsets to Kafka. Only now: a crash before this point redelivers the
-   batch, and the inbox turns the redelivery into duplicates with no effect.
+   batch, and the inbox turns the redelivery into duplicates with no effect. The commit
+   runs while the next batch is fetched and applied (one commit in flight at a time, so
+   offsets land in order); stopping and rebalancing wait for it.
 
 A transient failure (database or Kafka away) retries the same batch with backoff; a
 rebalance waits briefly for the batch in flight and then lets it go (its commit may fail
@@ -130,6 +132,7 @@ class EventConsumer:
         metrics: WorkerMetrics,
         *,
         options: ConsumerOptions | None = None,
+        on_applied: BatchHook | None = None,
         on_committed: BatchHook | None = None,
     ) -> None:
         self.settings = settings
@@ -137,7 +140,9 @@ class EventConsumer:
         self.router = router
         self.metrics = metrics
         self.options = options or ConsumerOptions()
+        self._on_applied = on_applied
         self._on_committed = on_committed
+        self._commit_task: asyncio.Task[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._idle = asyncio.Event()
@@ -190,8 +195,11 @@ class EventConsumer:
                     self._last_records_at = self.metrics.last_poll_at
                     await self.process(batches)
         finally:
-            self._consumer = None
-            await consumer.stop()
+            try:
+                await self._settle_commit()
+            finally:
+                self._consumer = None
+                await consumer.stop()
 
     async def _dlq_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
@@ -211,10 +219,11 @@ class EventConsumer:
     async def partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         """Let the batch in flight finish (it commits its own offsets), within a bound."""
         self.metrics.rebalances += 1
-        if not self._idle.is_set():
+        if not self._idle.is_set() or self._commit_task is not None:
             try:
                 async with asyncio.timeout(self.options.revoke_grace):
                     await self._idle.wait()
+                    await self._settle_commit()
             except TimeoutError:
                 # Redelivery to the new owner is harmless (inbox); don't hold the group up.
                 self._revoked |= revoked
@@ -238,11 +247,15 @@ class EventConsumer:
         self._idle.clear()
         try:
             letters = await self._with_retries(records)
-            await self._commit(batches)
+            if self._on_applied is not None:
+                self._on_applied(records)
+            # The offsets go to Kafka while the next batch is fetched and applied: at most
+            # one commit in flight, so they land in order. Losing one (a crash) only
+            # redelivers work the inbox already holds.
+            await self._settle_commit()
+            self._commit_task = asyncio.create_task(self._commit_batch(batches, records))
             self.metrics.batches += 1
             self.metrics.last_progress_at = time.monotonic()
-            if self._on_committed is not None:
-                self._on_committed(records)
         except _Abandoned:
             log.info("batch abandoned; it will be redelivered", records=len(records))
             return
@@ -438,6 +451,19 @@ class EventConsumer:
                 f"event {outcome.event_id}: no instance for it, and its type starts no workflow",
             )
         return None
+
+    async def _commit_batch(
+        self, batches: Mapping[TopicPartition, Sequence[Record]], records: Sequence[Record]
+    ) -> None:
+        await self._commit(batches)
+        if self._on_committed is not None:
+            self._on_committed(records)
+
+    async def _settle_commit(self) -> None:
+        """Wait for the offset commit in flight, if any."""
+        task, self._commit_task = self._commit_task, None
+        if task is not None:
+            await task
 
     async def _commit(self, batches: Mapping[TopicPartition, Sequence[Record]]) -> None:
         consumer = self._consumer
