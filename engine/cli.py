@@ -55,6 +55,12 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from engine.worker import run_worker
 
+    if args.services is not None:
+        try:
+            settings = Settings(worker_services=args.services)
+        except ValueError as exc:
+            print(f"conveyor worker: --services: {exc}", file=sys.stderr)
+            return 2
     return _run_async(run_worker(settings))
 
 
@@ -197,6 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run one worker process: it consumes workflow events from Kafka in "
         "the consumer group CONVEYOR_CONSUMER_GROUP, fires due timers and relays the "
         "outbox to Kafka. Run several for more throughput; partitions are shared.",
+    )
+    p.add_argument(
+        "--services",
+        metavar="LIST",
+        help="comma-separated services to run: consumer, relay, scheduler, retention "
+        "(default: CONVEYOR_WORKER_SERVICES, else all); e.g. run the relay on its own with "
+        "--services relay and the consumers with --services consumer,scheduler,retention",
     )
     p.set_defaults(func=cmd_worker)
 

@@ -10,6 +10,9 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+WorkerService = Literal["consumer", "relay", "scheduler", "retention"]
+WORKER_SERVICES: tuple[WorkerService, ...] = ("consumer", "relay", "scheduler", "retention")
+
 
 class Settings(BaseSettings):
     """Everything Conveyor reads from its environment. Defaults match the local stack."""
@@ -32,6 +35,12 @@ class Settings(BaseSettings):
     workflow_modules: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["workflows"],
         description="Comma-separated modules or packages to load workflows from.",
+    )
+    worker_services: Annotated[list[WorkerService], NoDecode] = Field(
+        default_factory=lambda: list(WORKER_SERVICES),
+        description="Comma-separated services a worker runs: consumer, relay, scheduler, "
+        "retention (default: all). Run the relay in a process of its own, for instance, "
+        "to give the consumers all of theirs.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO")
     log_format: Literal["console", "json"] = Field(
@@ -56,12 +65,19 @@ class Settings(BaseSettings):
         2.0, gt=0, description="Time each readiness check may take before it counts as down."
     )
 
-    @field_validator("workflow_modules", mode="before")
+    @field_validator("workflow_modules", "worker_services", mode="before")
     @classmethod
     def _split_modules(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("worker_services")
+    @classmethod
+    def _some_services(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError(f"name at least one of {', '.join(WORKER_SERVICES)}")
+        return list(dict.fromkeys(value))
 
     @field_validator("database_url")
     @classmethod

@@ -82,7 +82,7 @@ async def run_worker(
                 await asyncio.wait_for(stop.wait(), METRICS_INTERVAL_SECONDS)
             log.info("worker metrics", **metrics.snapshot())
 
-    services: list[tuple[str, Service]] = [
+    available: list[tuple[str, Service]] = [
         ("consumer", consumer.run),
         ("relay", relay.run),
         ("scheduler", scheduler.run),
@@ -95,8 +95,10 @@ async def run_worker(
                 outbox_retention=timedelta(hours=settings.outbox_retention_hours),
             ),
         ),
-        ("metrics", report),
     ]
+    chosen = set(settings.worker_services)
+    services: list[tuple[str, Service]] = [(n, svc) for n, svc in available if n in chosen]
+    services.append(("metrics", report))
     tune_gc()
     log.info("worker started", services=[name for name, _ in services], topics=router.topics)
     status = 0

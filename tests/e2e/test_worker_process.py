@@ -41,11 +41,11 @@ async def worker_env(
 
 
 @contextmanager
-def worker(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A worker process logging to ``log``; SIGTERM (then SIGKILL) on the way out."""
+def worker(env: dict[str, str], log: Path, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A worker process logging to ``log``; killed on the way out if still running."""
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "worker"],
+            [sys.executable, "-m", "engine.cli", "worker", *args],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -131,3 +131,54 @@ async def test_a_worker_killed_mid_stream_and_restarted_applies_every_event_once
 async def _outbox_drained(db: AsyncEngine, check: Callable[[], None]) -> bool:
     check()
     return await count(db, "select count(*) from outbox where published_at is null") == 0
+
+
+async def test_the_relay_can_run_in_a_process_of_its_own(
+    settings: Settings, db: AsyncEngine, worker_env: dict[str, str], tmp_path: Path
+) -> None:
+    topic = f"{settings.topic_prefix}.in"
+    keys = [f"s-{i}" for i in range(10)]
+    consumer_log, relay_log = tmp_path / "consumer.log", tmp_path / "relay.log"
+    with (
+        worker(worker_env, consumer_log, "--services", "consumer,scheduler") as consumer,
+        worker(worker_env, relay_log, "--services", "relay") as relay,
+    ):
+        consumer_alive, relay_alive = alive(consumer, consumer_log), alive(relay, relay_log)
+
+        async def consuming() -> bool:
+            consumer_alive()
+            return '"event":"partitions assigned"' in consumer_log.read_text()
+
+        await wait_for(consuming, timeout=30)
+        await produce(settings, topic, [m for k in keys for m in order_events(k)])
+
+        async def all_delivered() -> bool:
+            consumer_alive()
+            relay_alive()
+            delivered = "select count(*) from instances where state = 'delivered'"
+            return await count(db, delivered) == len(keys)
+
+        await wait_for(all_delivered, timeout=45)
+        await wait_for(lambda: _outbox_drained(db, relay_alive), timeout=15)
+        for proc in (consumer, relay):
+            proc.send_signal(signal.SIGTERM)
+        codes = [await asyncio.to_thread(p.wait, 25) for p in (consumer, relay)]
+    assert codes == [0, 0]
+    # Each process ran what it was told to, and only that.
+    assert '"services":["consumer","scheduler","metrics"]' in consumer_log.read_text()
+    assert "outbox relay started" not in consumer_log.read_text()
+    assert '"services":["relay","metrics"]' in relay_log.read_text()
+    assert "consumer started" not in relay_log.read_text()
+
+
+def test_an_unknown_worker_service_is_refused(worker_env: dict[str, str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "worker", "--services", "consumer,bogus"],
+        env=worker_env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert "--services" in done.stderr
+    assert "bogus" in done.stderr

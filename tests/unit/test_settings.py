@@ -40,3 +40,14 @@ def test_invalid_values_are_rejected_with_the_setting_named(
     monkeypatch.setenv("CONVEYOR_LOG_FORMAT", "xml")
     with pytest.raises(ValidationError, match="log_format"):
         Settings()
+
+
+def test_worker_services_default_to_all_and_take_a_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CONVEYOR_WORKER_SERVICES", raising=False)
+    assert Settings().worker_services == ["consumer", "relay", "scheduler", "retention"]
+    monkeypatch.setenv("CONVEYOR_WORKER_SERVICES", "relay, relay,consumer")
+    assert Settings().worker_services == ["relay", "consumer"]
+    for bad in ("", "consumer,bogus"):
+        monkeypatch.setenv("CONVEYOR_WORKER_SERVICES", bad)
+        with pytest.raises(ValidationError, match="worker_services"):
+            Settings()
