@@ -1,8 +1,10 @@
 """The Kafka side of the worker: consume CloudEvents, apply them in batches, commit.
 
-One loop, one batch at a time (so work in flight is bounded by ``max_batch`` records):
+One batch at a time, while a fetch loop keeps reading ahead (together at most
+``max_batch`` records fetched but not applied: the bound on work in flight):
 
-1. ``getmany`` a batch; decode and route each message (:mod:`engine.messaging.routing`);
+1. take what was fetched as a batch; decode and route each message
+   (:mod:`engine.messaging.routing`);
 2. run the batch's starts (concurrently across business keys, in order within one), then
    apply its events with one ``Runtime.send_many`` transaction (in order per instance);
 3. publish the dead letters (bad messages, invalid payloads, events for no instance) and
@@ -48,6 +50,7 @@ from engine.messaging.routing import (
     Router,
     StartCommand,
     Unroutable,
+    apart_from_starts,
     group_starts,
     starts_first,
 )
@@ -106,6 +109,63 @@ def is_transient(exc: BaseException) -> bool:
     )
 
 
+class _Fetched:
+    """Records fetched ahead of the batch being applied: in order per partition, at most
+    ``limit`` of them (the bound on work in flight)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+        self._by_partition: dict[TopicPartition, list[Record]] = {}
+        self.ready = asyncio.Event()  # something to take
+        self.room = asyncio.Event()  # below the limit
+        self.room.set()
+
+    def add(self, batches: Mapping[TopicPartition, Sequence[Record]]) -> None:
+        for tp, records in batches.items():
+            if records:
+                self._by_partition.setdefault(tp, []).extend(records)
+                self.count += len(records)
+        if self.count:
+            self.ready.set()
+        if self.count >= self.limit:
+            self.room.clear()
+
+    def take(self) -> dict[TopicPartition, list[Record]]:
+        """Everything fetched so far, as one batch."""
+        taken, self._by_partition, self.count = self._by_partition, {}, 0
+        self.ready.clear()
+        self.room.set()
+        return taken
+
+    def drop(self, partitions: Iterable[TopicPartition]) -> None:
+        for tp in partitions:
+            self.count -= len(self._by_partition.pop(tp, ()))
+        if not self.count:
+            self.ready.clear()
+        if self.count < self.limit:
+            self.room.set()
+
+
+async def _first_of(
+    waits: Sequence[Coroutine[Any, Any, Any]],
+    *,
+    timeout: float,
+    also: asyncio.Future[Any] | None = None,
+) -> None:
+    """Wait until one of ``waits`` (or the ``also`` future) is done, or ``timeout``."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(
+            [*tasks, *([also] if also is not None else [])],
+            timeout=timeout,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
 class _Abandoned(Exception):
     """The batch was given up (stopping, or its partitions were revoked)."""
 
@@ -143,6 +203,7 @@ class EventConsumer:
         self._on_applied = on_applied
         self._on_committed = on_committed
         self._commit_task: asyncio.Task[None] | None = None
+        self._fetched: _Fetched | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._idle = asyncio.Event()
@@ -185,21 +246,58 @@ class EventConsumer:
         await consumer.start()
         self.metrics.last_poll_at = self._last_records_at = time.monotonic()
         log.info("consumer started", topics=list(self.router.topics))
+        fetched = _Fetched(self.options.max_batch)
+        self._fetched = fetched
+        fetcher = asyncio.create_task(self._fetch_ahead(consumer, fetched, stop))
         try:
             while not stop.is_set() and not self._restart.is_set():
-                batches = await consumer.getmany(
-                    timeout_ms=self.options.poll_timeout_ms, max_records=self.options.max_batch
-                )
-                self.metrics.last_poll_at = time.monotonic()
-                if batches:
-                    self._last_records_at = self.metrics.last_poll_at
-                    await self.process(batches)
+                if not fetched.count:
+                    await _first_of(
+                        [fetched.ready.wait(), stop.wait(), self._restart.wait()],
+                        timeout=self.options.poll_timeout_ms / 1000,
+                        also=fetcher,
+                    )
+                    if fetcher.done():
+                        fetcher.result()  # the fetcher failed: raise its error here
+                        return
+                    continue
+                await self.process(fetched.take())
         finally:
+            fetcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await fetcher
             try:
                 await self._settle_commit()
             finally:
+                self._fetched = None
                 self._consumer = None
                 await consumer.stop()
+
+    async def _fetch_ahead(
+        self, consumer: AIOKafkaConsumer, fetched: _Fetched, stop: asyncio.Event
+    ) -> None:
+        """Keep fetching while a batch is applied, up to ``max_batch`` records ahead.
+
+        aiokafka fetches a partition again only once what it buffered for it was taken,
+        so taking records as they come keeps a fetch in flight: a record that arrives
+        while a batch is applied is ready when that batch is done, instead of being
+        fetched only then.
+        """
+        while not stop.is_set() and not self._restart.is_set():
+            room = fetched.limit - fetched.count
+            if room <= 0:
+                await _first_of(
+                    [fetched.room.wait(), stop.wait(), self._restart.wait()],
+                    timeout=self.options.poll_timeout_ms / 1000,
+                )
+                continue
+            batches = await consumer.getmany(
+                timeout_ms=self.options.poll_timeout_ms, max_records=room
+            )
+            self.metrics.last_poll_at = time.monotonic()
+            if batches:
+                self._last_records_at = self.metrics.last_poll_at
+                fetched.add(batches)
 
     async def _dlq_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
@@ -217,8 +315,12 @@ class EventConsumer:
     # ------------------------------------------------------------------ rebalancing
 
     async def partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        """Let the batch in flight finish (it commits its own offsets), within a bound."""
+        """Let the batch in flight finish (it commits its own offsets), within a bound;
+        records fetched ahead for the revoked partitions are dropped (their new owner
+        reads them from the committed offsets)."""
         self.metrics.rebalances += 1
+        if self._fetched is not None:
+            self._fetched.drop(revoked)
         if not self._idle.is_set() or self._commit_task is not None:
             try:
                 async with asyncio.timeout(self.options.revoke_grace):
@@ -355,10 +457,21 @@ class EventConsumer:
         verdicts: list[list[Unroutable | None]],
     ) -> None:
         starts, events = starts_first(lane)
-        if starts:
+        if not starts:
+            if events:
+                await self._apply_events(events, verdicts)
+            return
+        # Starts and the events of other instances go to the database side by side; only
+        # events for an instance started in this batch wait for its start.
+        alongside, after = apart_from_starts(starts, events)
+        if alongside:
+            await _all(
+                [self._apply_starts(starts, verdicts), self._apply_events(alongside, verdicts)]
+            )
+        else:
             await self._apply_starts(starts, verdicts)
-        if events:
-            await self._apply_events(events, verdicts)
+        if after:
+            await self._apply_events(after, verdicts)
 
     async def _apply_starts(
         self,

@@ -203,6 +203,23 @@ def starts_first(
     return starts, events
 
 
+def apart_from_starts(
+    starts: Sequence[tuple[int, StartCommand]], events: Sequence[tuple[int, Event]]
+) -> tuple[list[tuple[int, Event]], list[tuple[int, Event]]]:
+    """Split events into those that may run alongside ``starts`` and those that must wait
+    for them: an event addressed to a (workflow, business key) that one of the starts
+    creates waits; events for other keys, or addressed by instance id (an instance being
+    started has no id anyone knows yet), do not. Each part keeps its order."""
+    started = {(start.workflow, start.business_key) for _, start in starts}
+    alongside: list[tuple[int, Event]] = []
+    after: list[tuple[int, Event]] = []
+    for item in events:
+        event = item[1]
+        waits = event.instance_id is None and (event.workflow, event.business_key) in started
+        (after if waits else alongside).append(item)
+    return alongside, after
+
+
 def group_starts(
     starts: Sequence[tuple[int, StartCommand]],
 ) -> list[list[tuple[int, StartCommand]]]:
@@ -222,6 +239,7 @@ __all__ = [
     "Router",
     "StartCommand",
     "Unroutable",
+    "apart_from_starts",
     "classify_invalid",
     "group_starts",
     "starts_first",

@@ -16,6 +16,7 @@ from engine.messaging.routing import (
     Router,
     StartCommand,
     Unroutable,
+    apart_from_starts,
     group_starts,
     starts_first,
 )
@@ -175,3 +176,17 @@ def test_starts_run_before_events_and_group_by_business_key() -> None:
     starts, events = starts_first([(0, a1), (1, ev), (2, b1), (3, a2)])
     assert events == [(1, ev)]
     assert group_starts(starts) == [[(0, a1), (3, a2)], [(2, b1)]]
+
+
+def test_only_events_for_a_key_started_in_the_batch_wait_for_the_starts() -> None:
+    start_a = StartCommand("parcel", "a", {}, "1", "parcel.registered")
+    for_a = Event("parcel.sent", "2", workflow="parcel", business_key="a")
+    for_b = Event("parcel.sent", "3", workflow="parcel", business_key="b")
+    other_workflow_a = Event("x.sent", "4", workflow="other", business_key="a")
+    by_id = Event("parcel.sent", "5", instance_id=uuid.uuid4())
+    again_a = Event("parcel.delivered", "6", workflow="parcel", business_key="a")
+    events = [(1, for_a), (2, for_b), (3, other_workflow_a), (4, by_id), (5, again_a)]
+    alongside, after = apart_from_starts([(0, start_a)], events)
+    assert alongside == [(2, for_b), (3, other_workflow_a), (4, by_id)]
+    assert after == [(1, for_a), (5, again_a)]  # in their order
+    assert apart_from_starts([], events) == (events, [])
