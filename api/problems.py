@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from http import HTTPStatus
 from typing import Any
 
@@ -16,6 +17,9 @@ from engine.observability import get_logger
 PROBLEM_JSON = "application/problem+json"
 log = get_logger("conveyor.api")
 GENERIC_DETAIL = "An unexpected error occurred; quote the request id when reporting it."
+# The client closed the connection before the answer (nginx's code for it): nobody reads
+# the response; the status shows in the request metrics.
+CLIENT_CLOSED = 499
 
 
 def problem(
@@ -46,7 +50,7 @@ def problem(
 class ProblemErrorHandler(ErrorHandler):
     """Turns every exception into problem+json; never leaks a stack trace or internals."""
 
-    def default(self, request: Request, exception: Exception) -> HTTPResponse:
+    def default(self, request: Request, exception: BaseException) -> HTTPResponse:
         path = request.path if request else None
         request_id = getattr(request.ctx, "request_id", None) if request else None
         if isinstance(exception, ConveyorError):
@@ -81,6 +85,13 @@ class ProblemErrorHandler(ErrorHandler):
                 instance=path,
                 headers=dict(getattr(exception, "headers", None) or {}) or None,
                 request_id=request_id,
+            )
+        if isinstance(exception, asyncio.CancelledError):  # sanic's RequestCancelled
+            # The client went away mid-request: no bug, and whatever the request queued
+            # (a group commit, say) still completes.
+            log.info("client closed the connection before the response", path=path)
+            return problem(
+                CLIENT_CLOSED, "Client Closed Request", instance=path, request_id=request_id
             )
         # Unexpected: report it (Sentry's Sanic integration sees it), answer a bare 500.
         log.error("unhandled error", exc_info=exception)
