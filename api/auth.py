@@ -12,7 +12,9 @@ extra query; a revoked key therefore stops working within that time.
 from __future__ import annotations
 
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from sanic import Request
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -33,19 +35,25 @@ class KeyCache:
     size: int = KEY_CACHE_SIZE
     _entries: dict[bytes, tuple[ApiKey, float]] = field(default_factory=dict)
 
-    async def verify(self, engine: AsyncEngine, secret: str) -> ApiKey | None:
-        digest = hash_key(secret)
-        now = time.monotonic()
-        entry = self._entries.get(digest)
-        if entry is not None and entry[1] > now:
+    def cached(self, secret: str) -> ApiKey | None:
+        """The verified key for ``secret`` if it was verified less than ``ttl`` ago."""
+        entry = self._entries.get(hash_key(secret))
+        if entry is not None and entry[1] > time.monotonic():
             return entry[0]
+        return None
+
+    async def verify(self, engine: AsyncEngine, secret: str) -> ApiKey | None:
+        key = self.cached(secret)
+        if key is not None:
+            return key
+        digest = hash_key(secret)
         key = await verify_api_key(engine, secret)
         if key is None:
             self._entries.pop(digest, None)
             return None
         if len(self._entries) >= self.size:
             self._entries.clear()
-        self._entries[digest] = (key, now + self.ttl)
+        self._entries[digest] = (key, time.monotonic() + self.ttl)
         return key
 
 
@@ -74,18 +82,34 @@ def needed_scope(request: Request) -> Scope | None:
     return "read" if request.method in READ_METHODS else "write"
 
 
-async def authenticate(request: Request) -> None:
-    """Request middleware: 401 without a valid key, 403 without the needed scope."""
+def authenticate(request: Request) -> Coroutine[Any, Any, None] | None:
+    """Request middleware: 401 without a valid key, 403 without the needed scope.
+
+    A key verified recently is checked without a coroutine (the common case); otherwise
+    the returned awaitable looks it up.
+    """
     scope = needed_scope(request)
     if scope is None:
-        return
+        return None
     secret = presented_key(request)
     if secret is None:
         raise Unauthenticated("an API key is required: Authorization: Bearer <key> or X-API-Key")
     cache: KeyCache = request.app.ctx.key_cache
+    key = cache.cached(secret)
+    if key is None:
+        return _look_up(request, cache, secret, scope)
+    _admit(request, key, scope)
+    return None
+
+
+async def _look_up(request: Request, cache: KeyCache, secret: str, scope: Scope) -> None:
     key = await cache.verify(request.app.ctx.db, secret)
     if key is None:
         raise Unauthenticated("the API key is unknown or revoked")
+    _admit(request, key, scope)
+
+
+def _admit(request: Request, key: ApiKey, scope: Scope) -> None:
     request.ctx.api_key = key
     bind_log_context(api_key=key.prefix)
     if not key.allows(scope):

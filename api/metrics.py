@@ -227,7 +227,7 @@ async def metrics(request: Request) -> HTTPResponse:
     return HTTPResponse(registry.render(backlog, snapshot), content_type=CONTENT_TYPE)
 
 
-async def record_request(request: Request, response: BaseHTTPResponse) -> None:
+def record_request(request: Request, response: BaseHTTPResponse) -> None:
     """Response middleware: count the request and observe its duration, by route pattern."""
     metrics: Metrics = request.app.ctx.metrics
     route = "/" + request.route.path if request.route is not None else "(unmatched)"

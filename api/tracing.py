@@ -37,7 +37,7 @@ def request_id_of(request: Request) -> str:
     return request_id
 
 
-async def begin_request(request: Request) -> None:
+def begin_request(request: Request) -> None:
     """Request middleware: start the clock, pick the request id, bind it for logging."""
     request.ctx.started = time.perf_counter()
     given = request.headers.get(REQUEST_ID_HEADER)
@@ -49,7 +49,7 @@ async def begin_request(request: Request) -> None:
         sentry_sdk.set_tag("request_id", request_id)
 
 
-async def end_request(request: Request, response: BaseHTTPResponse) -> None:
+def end_request(request: Request, response: BaseHTTPResponse) -> None:
     """Response middleware: return the request id (on errors too)."""
     request_id = getattr(request.ctx, "request_id", None)
     if request_id is not None:
