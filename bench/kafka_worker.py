@@ -36,10 +36,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.partitioner import DefaultPartitioner
 from sqlalchemy import text
 
 from engine.gc_tuning import tune_gc
+from engine.messaging.batches import KeyPartitioner, PartitionBatches
 from engine.messaging.clients import create_consumer, create_producer
 from engine.messaging.cloudevents import CloudEvent, encode_structured
 from engine.messaging.consumer import ConsumerOptions, EventConsumer
@@ -143,9 +143,7 @@ async def produce(
     """
     producer = create_producer(settings, linger_ms=0)
     await producer.start()
-    partitioner = DefaultPartitioner()
-    partitions = sorted(await producer.partitions_for(topic))
-    partition_of: dict[bytes, int] = {}
+    partitioner = KeyPartitioner()
     started = time.monotonic()
     try:
         futures = []
@@ -156,20 +154,10 @@ async def produce(
                 if not rate
                 else min(len(batch), int((time.monotonic() - started) * rate) + 1)
             )
-            open_batches: dict[int, Any] = {}
+            batches = PartitionBatches(producer, partitioner)
             for key, value in batch[sent:due]:
-                partition = partition_of.get(key)
-                if partition is None:
-                    partition = partition_of[key] = partitioner(key, partitions, partitions)
-                builder = open_batches.get(partition)
-                if builder is None:
-                    builder = open_batches[partition] = producer.create_batch()
-                if builder.append(key=key, value=value, timestamp=None) is None:
-                    futures.append(await producer.send_batch(builder, topic, partition=partition))
-                    builder = open_batches[partition] = producer.create_batch()
-                    builder.append(key=key, value=value, timestamp=None)
-            for partition, builder in open_batches.items():
-                futures.append(await producer.send_batch(builder, topic, partition=partition))
+                await batches.add(topic, key, value)
+            futures.extend(await batches.send())
             sent = due
             if rate and sent < len(batch):
                 await asyncio.sleep(max(started + (sent + 1) / rate - time.monotonic(), PACED_TICK))
@@ -239,7 +227,7 @@ async def worker_phase(
     )
     stop = asyncio.Event()
     tasks = [asyncio.create_task(consumer.run(stop))]
-    published_before = await published(runtime)
+    published_before = await outbox_rows(runtime, published=True)
     relay_stop: Any = None
     if relay == "in-process":
         tasks.append(
@@ -268,7 +256,7 @@ async def worker_phase(
             raise TimeoutError(f"not all events committed within {PHASE_TIMEOUT} s")
         if relay != "none":  # let the relay finish, so the next phase starts clean
             async with asyncio.timeout(PHASE_TIMEOUT):
-                while await unpublished(runtime):  # noqa: ASYNC110 (polls a table)
+                while await outbox_rows(runtime, published=False):  # noqa: ASYNC110 (polls a table)
                     await asyncio.sleep(0.1)
         drained = time.monotonic()
     finally:
@@ -277,7 +265,7 @@ async def worker_phase(
         if relay_stop is not None:
             relay_stop.set()
             await asyncio.to_thread(relay_child.join, 30)
-    relayed = await published(runtime) - published_before
+    relayed = await outbox_rows(runtime, published=True) - published_before
     elapsed = tracker.last_commit - started
     lat = tracker.latencies_ms
     return {
@@ -312,17 +300,13 @@ def _relay_in_child(settings: Settings, stop_flag: Any) -> None:
     asyncio.run(main())
 
 
-async def published(runtime: Runtime) -> int:
+async def outbox_rows(runtime: Runtime, *, published: bool) -> int:
+    """How many outbox rows are published (or not yet)."""
+    condition = "is not null" if published else "is null"
     async with runtime.engine.connect() as conn:
         result = await conn.execute(
-            text("select count(*) from outbox where published_at is not null")
+            text(f"select count(*) from outbox where published_at {condition}")
         )
-        return int(result.scalar_one())
-
-
-async def unpublished(runtime: Runtime) -> int:
-    async with runtime.engine.connect() as conn:
-        result = await conn.execute(text("select count(*) from outbox where published_at is null"))
         return int(result.scalar_one())
 
 

@@ -67,7 +67,7 @@ class Settings(BaseSettings):
 
     @field_validator("workflow_modules", "worker_services", mode="before")
     @classmethod
-    def _split_modules(cls, value: object) -> object:
+    def _split_lists(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value

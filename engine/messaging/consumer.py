@@ -54,6 +54,7 @@ from engine.messaging.routing import (
     group_starts,
     starts_first,
 )
+from engine.messaging.waits import first_of
 from engine.model import Event, Outcome
 from engine.observability import get_logger
 from engine.runtime import TRANSIENT_ERRORS, Runtime
@@ -147,25 +148,6 @@ class _Fetched:
             self.room.set()
 
 
-async def _first_of(
-    waits: Sequence[Coroutine[Any, Any, Any]],
-    *,
-    timeout: float,
-    also: asyncio.Future[Any] | None = None,
-) -> None:
-    """Wait until one of ``waits`` (or the ``also`` future) is done, or ``timeout``."""
-    tasks = [asyncio.ensure_future(w) for w in waits]
-    try:
-        await asyncio.wait(
-            [*tasks, *([also] if also is not None else [])],
-            timeout=timeout,
-            return_when=asyncio.FIRST_COMPLETED,
-        )
-    finally:
-        for task in tasks:
-            task.cancel()
-
-
 class _Abandoned(Exception):
     """The batch was given up (stopping, or its partitions were revoked)."""
 
@@ -252,7 +234,7 @@ class EventConsumer:
         try:
             while not stop.is_set() and not self._restart.is_set():
                 if not fetched.count:
-                    await _first_of(
+                    await first_of(
                         [fetched.ready.wait(), stop.wait(), self._restart.wait()],
                         timeout=self.options.poll_timeout_ms / 1000,
                         also=fetcher,
@@ -286,7 +268,7 @@ class EventConsumer:
         while not stop.is_set() and not self._restart.is_set():
             room = fetched.limit - fetched.count
             if room <= 0:
-                await _first_of(
+                await first_of(
                     [fetched.room.wait(), stop.wait(), self._restart.wait()],
                     timeout=self.options.poll_timeout_ms / 1000,
                 )

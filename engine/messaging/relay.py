@@ -29,13 +29,14 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import DefaultPartitioner
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from engine.messaging.batches import KeyPartitioner, PartitionBatches
 from engine.messaging.clients import create_producer
 from engine.messaging.consumer import is_transient
 from engine.messaging.metrics import WorkerMetrics
+from engine.messaging.waits import first_of
 from engine.observability import get_logger
 from engine.settings import Settings
 from engine.store.database import driver_transaction
@@ -56,8 +57,6 @@ MARK_PUBLISHED = "update outbox set published_at = $1 where id = any($2::int8[])
 
 # One leader per schema: the key is derived from the schema name.
 TRY_LEAD = "select pg_try_advisory_lock(hashtextextended('conveyor.outbox_relay/' || $1, 0))"
-
-PARTITION_CACHE_SIZE = 100_000
 
 ProducerFactory = Callable[[Settings], AIOKafkaProducer]
 
@@ -91,8 +90,7 @@ class OutboxRelay:
         self._producer: AIOKafkaProducer | None = None
         self._listener: asyncpg.Connection | None = None
         self._wake = asyncio.Event()
-        self._partitioner = DefaultPartitioner()
-        self._partition_of: dict[tuple[bytes, int], int] = {}
+        self._partitioner = KeyPartitioner()
         self.leader = False
 
     # ------------------------------------------------------------------ the loop
@@ -151,54 +149,14 @@ class OutboxRelay:
         return len(rows)
 
     async def _send(self, rows: Sequence[asyncpg.Record]) -> None:
-        """Send the rows as explicit record batches, one stream per partition, in id order.
-
-        The partition of a row is the one ``send(key=...)`` would pick (the default
-        murmur2 partitioner, as Java clients use), so keys keep their partition; building
-        the batches ourselves costs far less per message than ``send()`` does.
-        """
-        producer = await self._ensure_producer()
-        open_batches: dict[tuple[str, int], Any] = {}
-        acknowledgements: list[asyncio.Future[Any]] = []
-        partitions: dict[str, list[int]] = {}
+        """Send the rows as record batches per partition, in id order (each key in the
+        partition ``send(key=...)`` would pick), and wait for every acknowledgement."""
+        batches = PartitionBatches(await self._ensure_producer(), self._partitioner)
         for row in rows:
-            topic: str = row["topic"]
             key = None if row["key"] is None else bytes(row["key"])
-            value = bytes(row["value"])
-            headers = _headers(row["headers"])
-            known = partitions.get(topic)
-            if known is None:
-                known = partitions[topic] = sorted(await producer.partitions_for(topic))
-            partition = self._partition(key, known)
-            batch = open_batches.get((topic, partition))
-            if batch is None:
-                batch = open_batches[(topic, partition)] = producer.create_batch()
-            if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                # Full: send it (keeping this partition's order) and start the next one.
-                acknowledgements.append(
-                    await producer.send_batch(batch, topic, partition=partition)
-                )
-                batch = open_batches[(topic, partition)] = producer.create_batch()
-                if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                    raise ValueError(f"outbox row {row['id']} does not fit in a record batch")
-        for (topic, partition), batch in open_batches.items():
-            acknowledgements.append(await producer.send_batch(batch, topic, partition=partition))
-        for acknowledgement in acknowledgements:
+            await batches.add(row["topic"], key, bytes(row["value"]), _headers(row["headers"]))
+        for acknowledgement in await batches.send():
             await acknowledgement
-
-    def _partition(self, key: bytes | None, partitions: list[int]) -> int:
-        """The default partitioner's choice, remembered per key (its murmur2 is Python)."""
-        if key is None:
-            return int(self._partitioner(None, partitions, partitions))
-        cache_key = (key, len(partitions))
-        partition = self._partition_of.get(cache_key)
-        if partition is None:
-            if len(self._partition_of) >= PARTITION_CACHE_SIZE:
-                self._partition_of.clear()
-            partition = self._partition_of[cache_key] = int(
-                self._partitioner(key, partitions, partitions)
-            )
-        return partition
 
     # ------------------------------------------------------------------ connections
 
@@ -260,12 +218,7 @@ class OutboxRelay:
         """Wait for a notification, ``stop`` or the timeout, whichever comes first."""
         if self._wake.is_set():
             return
-        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
-        try:
-            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
+        await first_of([stop.wait(), self._wake.wait()], timeout=seconds)
 
 
 def _headers(raw: Any) -> list[tuple[str, bytes]]:
