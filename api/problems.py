@@ -11,8 +11,9 @@ from sanic import HTTPResponse, Request
 from sanic.exceptions import SanicException
 from sanic.handlers import ErrorHandler
 
-from engine.errors import ConveyorError
+from engine.errors import ConveyorError, DependencyUnavailable
 from engine.observability import get_logger
+from engine.transient import is_database_unavailable
 
 PROBLEM_JSON = "application/problem+json"
 log = get_logger("conveyor.api")
@@ -20,6 +21,8 @@ GENERIC_DETAIL = "An unexpected error occurred; quote the request id when report
 # The client closed the connection before the answer (nginx's code for it): nobody reads
 # the response; the status shows in the request metrics.
 CLIENT_CLOSED = 499
+UNAVAILABLE_DETAIL = "A service Conveyor depends on is unavailable right now; retry shortly."
+RETRY_AFTER_SECONDS = "2"
 
 
 def problem(
@@ -53,6 +56,22 @@ class ProblemErrorHandler(ErrorHandler):
     def default(self, request: Request, exception: BaseException) -> HTTPResponse:
         path = request.path if request else None
         request_id = getattr(request.ctx, "request_id", None) if request else None
+        if isinstance(exception, DependencyUnavailable) or is_database_unavailable(exception):
+            # PostgreSQL restarts, fails over or is out of connections: the client should
+            # retry (the pool reconnects by itself). No traceback: this is not a bug.
+            log.warning(
+                "request failed: dependency unavailable",
+                path=path,
+                error=f"{type(exception).__name__}: {exception}",
+            )
+            return problem(
+                503,
+                "Service Unavailable",
+                UNAVAILABLE_DETAIL,
+                instance=path,
+                headers={"Retry-After": RETRY_AFTER_SECONDS},
+                request_id=request_id,
+            )
         if isinstance(exception, ConveyorError):
             if exception.status_code >= 500:
                 # The message may name internals (SQL, hosts, states): log it, answer plainly.

@@ -70,18 +70,16 @@ from engine.store import statements as sql
 from engine.store.database import driver_connection, driver_transaction
 from engine.store.queries import InstanceFilter, instance_from_row
 from engine.store.writeset import InstanceUpdate, WriteSet
+from engine.transient import CONFLICT_ERRORS
 
 log = get_logger("conveyor.runtime")
 
 Clock = Callable[[], datetime]
 Trigger = Event | TimerFiring
 
-TRANSIENT_ERRORS = (
-    asyncpg.exceptions.DeadlockDetectedError,
-    asyncpg.exceptions.SerializationError,
-    # Two transactions recorded the same event id at once; the retry sees it as a duplicate.
-    asyncpg.exceptions.UniqueViolationError,
-)
+# A transaction lost a race (deadlock, serialization, a duplicate recorded concurrently):
+# the runtime runs it again.
+TRANSIENT_ERRORS = CONFLICT_ERRORS
 TRANSACTION_ATTEMPTS = 5
 
 

@@ -14,11 +14,13 @@ import asyncio
 import contextlib
 from datetime import timedelta
 
+from engine.liveness import DatabaseOutage
 from engine.model import Outcome, TimerFiring
 from engine.observability import get_logger
 from engine.runtime import Runtime
 from engine.store import statements as sql
 from engine.store.database import driver_transaction
+from engine.transient import is_database_unavailable
 
 log = get_logger("conveyor.scheduler")
 
@@ -33,8 +35,12 @@ class TimerScheduler:
         batch_size: int = 500,
         lease: timedelta = timedelta(seconds=60),
         poll_interval: float = 1.0,
+        retry_max: float = 2.0,
+        outage: DatabaseOutage | None = None,
     ) -> None:
         self.runtime = runtime
+        self.retry_max = retry_max
+        self.outage = outage or DatabaseOutage(float("inf"))
         self.batch_size = batch_size
         self.lease = lease
         self.poll_interval = poll_interval
@@ -62,12 +68,26 @@ class TimerScheduler:
     async def run(self, stop: asyncio.Event) -> None:
         """Fire due timers until ``stop`` is set; poll every ``poll_interval`` when idle."""
         log.info("timer scheduler started")
+        delay = self.poll_interval
         while not stop.is_set():
             try:
                 outcomes = await self.fire_due()
-            except Exception:  # the database may be briefly away; the loop must survive
-                log.exception("timer scheduler round failed")
-                outcomes = []
+            except Exception as exc:  # the loop must survive whatever one round meets
+                if is_database_unavailable(exc):
+                    self.outage.failed(exc)
+                    log.warning(
+                        "timer scheduler round failed; retrying",
+                        error=f"{type(exc).__name__}: {exc}",
+                        retry_in=delay,
+                    )
+                else:
+                    log.exception("timer scheduler round failed", retry_in=delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(delay * 2, self.retry_max)
+                continue
+            self.outage.succeeded()
+            delay = self.poll_interval
             if len(outcomes) >= self.batch_size:
                 continue  # more may be due right now
             with contextlib.suppress(TimeoutError):

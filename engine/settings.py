@@ -61,6 +61,23 @@ class Settings(BaseSettings):
     outbox_retention_hours: float = Field(
         24.0, gt=0, description="How long published outbox rows are kept."
     )
+    database_outage_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How long a worker may fail to reach PostgreSQL before it gives up what "
+        "it holds (it leaves the consumer group and the relay's leadership, so healthy "
+        "workers take over) and its /health answers 503; it rejoins once PostgreSQL answers.",
+    )
+    worker_health_host: str = Field(
+        "127.0.0.1", description="Address a worker's /health and /ready endpoint binds to."
+    )
+    worker_health_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Port of a worker's /health and /ready endpoint (off when unset; 0 picks "
+        "a free port and logs it).",
+    )
     ready_timeout_seconds: float = Field(
         2.0, gt=0, description="Time each readiness check may take before it counts as down."
     )

@@ -7,6 +7,11 @@ that runs until the shared ``stop`` event is set and then returns after finishin
 current batch. The worker stops them all on SIGTERM or SIGINT, within a bound; if one
 service dies, the worker stops the others and exits non-zero, so that its supervisor
 restarts it.
+
+Its services share one :class:`~engine.liveness.DatabaseOutage`: when PostgreSQL has been
+unreachable for longer than ``database_outage_seconds`` the consumer leaves its group and
+the relay its leadership (each comes back once the database answers), and the optional
+``/health`` endpoint (``worker_health_port``) answers 503 meanwhile.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from engine.gc_tuning import tune_gc
+from engine.liveness import DatabaseOutage, HealthServer
 from engine.messaging.consumer import ConsumerOptions, EventConsumer
 from engine.messaging.metrics import WorkerMetrics
 from engine.messaging.relay import OutboxRelay
@@ -72,9 +78,12 @@ async def run_worker(
     )
     db = create_engine(settings)
     runtime = Runtime(db, registry, topic_prefix=settings.topic_prefix)
-    consumer = EventConsumer(settings, runtime, router, metrics, options=consumer_options)
-    relay = OutboxRelay(db, settings, metrics=metrics)
-    scheduler = TimerScheduler(runtime)
+    outage = DatabaseOutage(settings.database_outage_seconds)
+    consumer = EventConsumer(
+        settings, runtime, router, metrics, options=consumer_options, outage=outage
+    )
+    relay = OutboxRelay(db, settings, metrics=metrics, outage=outage)
+    scheduler = TimerScheduler(runtime, outage=outage)
 
     async def report(stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -100,6 +109,14 @@ async def run_worker(
     services: list[tuple[str, Service]] = [(n, svc) for n, svc in available if n in chosen]
     services.append(("metrics", report))
     tune_gc()
+    health: HealthServer | None = None
+    if settings.worker_health_port is not None:
+        health = HealthServer(
+            settings.worker_health_host,
+            settings.worker_health_port,
+            partial(health_report, outage, metrics, [name for name, _ in services]),
+        )
+        await health.start()
     log.info("worker started", services=[name for name, _ in services], topics=router.topics)
     status = 0
     try:
@@ -133,9 +150,33 @@ async def run_worker(
                     exc_info=task.exception(),
                 )
     finally:
+        if health is not None:
+            await health.close()
         await db.dispose()
         log.info("worker stopped", **metrics.snapshot())
     return status
+
+
+def health_report(
+    outage: DatabaseOutage, metrics: WorkerMetrics, services: Sequence[str]
+) -> tuple[bool, dict[str, Any]]:
+    """Healthy unless the database has been away too long or the consumer is stuck."""
+    problems = []
+    if outage.exceeded:
+        problems.append("database unreachable for longer than database_outage_seconds")
+    if "consumer" in services and metrics.stalled:
+        problems.append("consumer is not making progress")
+    snapshot = metrics.snapshot()
+    return not problems, {
+        "problems": problems,
+        "services": list(services),
+        "database": outage.snapshot(),
+        "consumer": {
+            key: snapshot[key]
+            for key in ("consumer_in_group", "assigned_partitions", "lag", "stalled")
+        },
+        "relay": {"leader": metrics.relay_leader},
+    }
 
 
 async def ensure_topics(

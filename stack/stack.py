@@ -2,6 +2,8 @@
 """Conveyor's local stack: PostgreSQL and Apache Kafka (KRaft) on 127.0.0.1.
 
     python3 stack/stack.py up | down | status
+    python3 stack/stack.py pg-restart [fast|immediate] | pg-stop [fast|immediate] | pg-start
+    python3 stack/stack.py kafka-stop [--kill] | kafka-start | kafka-restart
 
 Standard library only, so that it runs before the project's virtualenv exists.
 
@@ -15,6 +17,10 @@ Standard library only, so that it runs before the project's virtualenv exists.
   until it answers a metadata request.
 
 A second ``up`` is a no-op. ``down`` stops only what ``up`` started, by recorded PIDs.
+
+The ``pg-*`` and ``kafka-*`` commands are for fault tests and drills: they restart, stop
+or start the local services (PostgreSQL by ``pg_ctlcluster`` with the shutdown mode given,
+Kafka by its recorded PID) and return once the service is up again (or down).
 """
 
 from __future__ import annotations
@@ -219,6 +225,42 @@ def pg_down() -> None:
     log(f"stopping PostgreSQL {ver}/{name}")
     run(["pg_ctlcluster", ver, name, "stop"], check=False)
     PG_MARKER.unlink()
+
+
+def pg_cluster(t: PgTarget) -> tuple[str, str]:
+    """The local cluster serving ``t``'s port: the one ``up`` started, else by port."""
+    if PG_MARKER.exists():
+        ver, name = PG_MARKER.read_text().split()
+        return ver, name
+    for line in run(["pg_lsclusters", "-h"], check=False).stdout.split("\n"):
+        fields = line.split()
+        if len(fields) >= 3 and fields[2] == str(t.port):
+            return fields[0], fields[1]
+    raise SystemExit(f"no local PostgreSQL cluster on port {t.port}")
+
+
+def pg_control(action: str, mode: str = "fast") -> None:
+    """``pg_ctlcluster`` stop/start/restart of the local cluster; waits for the outcome."""
+    if mode not in ("smart", "fast", "immediate"):
+        raise SystemExit(f"unknown shutdown mode {mode!r}: smart, fast or immediate")
+    t = PgTarget(os.environ.get("CONVEYOR_DATABASE_URL", DEFAULT_DB_URL))
+    ver, name = pg_cluster(t)
+    cmd = ["pg_ctlcluster", ver, name, action]
+    if action in ("stop", "restart"):
+        cmd += ["-m", mode]
+    res = run(cmd, check=False)
+    if res.returncode != 0:
+        raise SystemExit(f"pg_ctlcluster {action} failed: {res.stderr.strip()}")
+    if action == "stop":
+        deadline = time.monotonic() + 30
+        while pg_answers(t):
+            if time.monotonic() > deadline:
+                raise SystemExit("PostgreSQL still answers 30 s after stop")
+            time.sleep(0.1)
+        log(f"PostgreSQL {ver}/{name} stopped ({mode})")
+        return
+    pg_wait_listening(t, f"PostgreSQL did not listen within 30 s of {action}")
+    log(f"PostgreSQL {ver}/{name} {action}ed" + (f" ({mode})" if action == "restart" else ""))
 
 
 # --------------------------------------------------------------------------- Kafka
@@ -441,15 +483,15 @@ def kafka_up() -> None:
     log(f"Kafka ready at {host}:{port} (pid {pid})")
 
 
-def kafka_down() -> None:
+def kafka_down(*, kill: bool = False) -> None:
     pid_file = KAFKA_DIR / "kafka.pid"
     pid = read_pid(pid_file)
     if pid is None:
         log("Kafka was not started by this stack (no live recorded PID)")
         pid_file.unlink(missing_ok=True)
         return
-    log(f"stopping Kafka (pid {pid})")
-    os.kill(pid, signal.SIGTERM)
+    log(f"stopping Kafka (pid {pid}{', SIGKILL' if kill else ''})")
+    os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
     deadline = time.monotonic() + 30
     while read_pid(pid_file) is not None and time.monotonic() < deadline:
         _reap(pid)
@@ -478,12 +520,37 @@ def status() -> int:
     return 0 if pg and kafka else 1
 
 
+FAULT_COMMANDS = ("pg-restart", "pg-stop", "pg-start", "kafka-stop", "kafka-start", "kafka-restart")
+
+
+def fault(command: str, option: str | None) -> int:
+    if command == "pg-restart":
+        pg_control("restart", option or "fast")
+    elif command == "pg-stop":
+        pg_control("stop", option or "fast")
+    elif command == "pg-start":
+        pg_control("start")
+    elif command == "kafka-stop":
+        kafka_down(kill=option == "--kill")
+    elif command == "kafka-start":
+        kafka_up()
+    else:
+        kafka_down()
+        kafka_up()
+    return 0
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[1] not in ("up", "down", "status"):
+    if len(argv) == 3 and argv[1] in FAULT_COMMANDS:
+        STATE.mkdir(parents=True, exist_ok=True)
+        return fault(argv[1], argv[2])
+    if len(argv) != 2 or argv[1] not in ("up", "down", "status", *FAULT_COMMANDS):
         print(__doc__)
         return 2
     STATE.mkdir(parents=True, exist_ok=True)
     command = argv[1]
+    if command in FAULT_COMMANDS:
+        return fault(command, None)
     if command == "up":
         started = time.monotonic()
         pg_up(PgTarget(os.environ.get("CONVEYOR_DATABASE_URL", DEFAULT_DB_URL)))

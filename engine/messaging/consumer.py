@@ -18,6 +18,11 @@ A transient failure (database or Kafka away) retries the same batch with backoff
 rebalance waits briefly for the batch in flight and then lets it go (its commit may fail
 with ``CommitFailedError``, which is logged and counted, never fatal). A watchdog logs a
 consumer that stops polling or stops fetching while it has lag.
+
+A database outage longer than the worker's bound (:class:`engine.liveness.DatabaseOutage`)
+makes the consumer leave its group, so that healthy workers take its partitions; it
+rejoins once PostgreSQL answers again. The batch in flight is given up uncommitted: its
+new owner applies it, and the inbox makes any repeat a duplicate.
 """
 
 from __future__ import annotations
@@ -29,18 +34,11 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
-import sqlalchemy.exc
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
-from engine.errors import (
-    ConveyorError,
-    DependencyUnavailable,
-    InstanceConflict,
-    PayloadInvalid,
-    UnknownWorkflow,
-)
+from engine.errors import InstanceConflict, PayloadInvalid, UnknownWorkflow
+from engine.liveness import DatabaseOutage
 from engine.messaging import deadletter
 from engine.messaging.clients import create_consumer, create_producer
 from engine.messaging.deadletter import DeadLetter
@@ -57,8 +55,10 @@ from engine.messaging.routing import (
 from engine.messaging.waits import first_of
 from engine.model import Event, Outcome
 from engine.observability import get_logger
-from engine.runtime import TRANSIENT_ERRORS, Runtime
+from engine.runtime import Runtime
 from engine.settings import Settings
+from engine.store.database import ping
+from engine.transient import is_database_unavailable, is_transient
 
 log = get_logger("conveyor.consumer")
 
@@ -76,37 +76,12 @@ class ConsumerOptions:
     start_concurrency: int = 200  # starts in flight per lane (the runtime group-commits them)
     revoke_grace: float = 5.0  # how long a rebalance waits for the batch in flight
     retry_initial: float = 0.2  # backoff after a transient failure, doubling ...
-    retry_max: float = 5.0  # ... up to this
+    retry_max: float = 2.0  # ... up to this (also how soon a returning database is seen)
     stall_after: float = 60.0  # no poll, or lag without records, for this long: stalled
     watchdog_interval: float = 5.0
+    rejoin_probe_interval: float = 1.0  # while out of the group: how often to ping PostgreSQL
     consumer_overrides: Mapping[str, Any] = field(
         default_factory=lambda: {"session_timeout_ms": 10000, "heartbeat_interval_ms": 1000}
-    )
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Errors worth retrying the whole batch for: a dependency was away or busy."""
-    if isinstance(exc, ConveyorError):
-        # Not ``retriable`` in general: ActionFailed is retriable by its policy, which the
-        # runtime already applied.
-        return isinstance(exc, DependencyUnavailable)
-    return isinstance(
-        exc,
-        (
-            OSError,
-            TimeoutError,
-            KafkaError,
-            asyncpg.PostgresConnectionError,
-            asyncpg.InterfaceError,
-            asyncpg.exceptions.TransactionRollbackError,
-            asyncpg.exceptions.OperatorInterventionError,
-            asyncpg.exceptions.InsufficientResourcesError,
-            sqlalchemy.exc.OperationalError,
-            sqlalchemy.exc.InterfaceError,
-            sqlalchemy.exc.TimeoutError,
-            sqlalchemy.exc.DisconnectionError,
-            *TRANSIENT_ERRORS,
-        ),
     )
 
 
@@ -176,8 +151,10 @@ class EventConsumer:
         options: ConsumerOptions | None = None,
         on_applied: BatchHook | None = None,
         on_committed: BatchHook | None = None,
+        outage: DatabaseOutage | None = None,
     ) -> None:
         self.settings = settings
+        self.outage = outage or DatabaseOutage(settings.database_outage_seconds)
         self.runtime = runtime
         self.router = router
         self.metrics = metrics
@@ -193,6 +170,7 @@ class EventConsumer:
         self._revoked: set[TopicPartition] = set()
         self._stop = asyncio.Event()
         self._restart = asyncio.Event()
+        self._leave = asyncio.Event()  # the database is away for too long: leave the group
         self._last_records_at = time.monotonic()
 
     # ------------------------------------------------------------------ lifecycle
@@ -210,7 +188,9 @@ class EventConsumer:
             while not stop.is_set():
                 self._restart.clear()
                 await self._consume(stop)
-                if self._restart.is_set() and not stop.is_set():
+                if self._leave.is_set() and not stop.is_set():
+                    await self._wait_for_database(stop)
+                elif self._restart.is_set() and not stop.is_set():
                     self.metrics.consumer_restarts += 1
                     log.warning("restarting the stalled consumer")
         finally:
@@ -220,6 +200,28 @@ class EventConsumer:
             await self._drop_producer()
             log.info("consumer stopped")
 
+    async def _wait_for_database(self, stop: asyncio.Event) -> None:
+        """Out of the group (left because PostgreSQL is away): ping it until it answers,
+        then return to rejoin."""
+        self.metrics.consumer_in_group = False
+        log.error(
+            "left the consumer group: the database has been unreachable too long",
+            outage_seconds=round(self.outage.seconds, 1),
+            error=self.outage.last_error,
+        )
+        while not stop.is_set():
+            try:
+                await ping(self.runtime.engine, timeout=2.0)
+            except Exception as exc:
+                self.outage.failed(exc)
+                await first_of([stop.wait()], timeout=self.options.rejoin_probe_interval)
+                continue
+            self.outage.succeeded()
+            break
+        self._leave.clear()
+        if not stop.is_set():
+            log.info("rejoining the consumer group")
+
     async def _consume(self, stop: asyncio.Event) -> None:
         """One consumer's life: until ``stop``, or until the watchdog asks for a new one."""
         consumer = create_consumer(self.settings, **dict(self.options.consumer_overrides))
@@ -227,15 +229,21 @@ class EventConsumer:
         self._consumer = consumer
         await consumer.start()
         self.metrics.last_poll_at = self._last_records_at = time.monotonic()
+        self.metrics.consumer_in_group = True
         log.info("consumer started", topics=list(self.router.topics))
         fetched = _Fetched(self.options.max_batch)
         self._fetched = fetched
         fetcher = asyncio.create_task(self._fetch_ahead(consumer, fetched, stop))
         try:
-            while not stop.is_set() and not self._restart.is_set():
+            while not stop.is_set() and not self._restart.is_set() and not self._leave.is_set():
                 if not fetched.count:
                     await first_of(
-                        [fetched.ready.wait(), stop.wait(), self._restart.wait()],
+                        [
+                            fetched.ready.wait(),
+                            stop.wait(),
+                            self._restart.wait(),
+                            self._leave.wait(),
+                        ],
                         timeout=self.options.poll_timeout_ms / 1000,
                         also=fetcher,
                     )
@@ -253,7 +261,8 @@ class EventConsumer:
             finally:
                 self._fetched = None
                 self._consumer = None
-                await consumer.stop()
+                await consumer.stop()  # leaves the group: its partitions go to the others
+                self.metrics.assigned_partitions = 0
 
     async def _fetch_ahead(
         self, consumer: AIOKafkaConsumer, fetched: _Fetched, stop: asyncio.Event
@@ -265,7 +274,7 @@ class EventConsumer:
         while a batch is applied is ready when that batch is done, instead of being
         fetched only then.
         """
-        while not stop.is_set() and not self._restart.is_set():
+        while not stop.is_set() and not self._restart.is_set() and not self._leave.is_set():
             room = fetched.limit - fetched.count
             if room <= 0:
                 await first_of(
@@ -356,6 +365,7 @@ class EventConsumer:
         while True:
             try:
                 letters = await self._apply(records, routed)
+                self.outage.succeeded()
                 if letters:
                     await deadletter.publish(
                         await self._dlq_producer(), self.router.names.deadletter, letters
@@ -365,6 +375,8 @@ class EventConsumer:
                     raise
                 if isinstance(exc, KafkaError):
                     await self._drop_producer()
+                elif is_database_unavailable(exc):
+                    self.outage.failed(exc)
                 self.metrics.batch_retries += 1
                 log.warning(
                     "batch failed; retrying",
@@ -372,10 +384,11 @@ class EventConsumer:
                     retry_in=delay,
                     records=len(records),
                 )
-                if self._stop.is_set() or self._all_revoked(records):
+                if self.outage.exceeded:
+                    self._leave.set()
+                if self._stop.is_set() or self._leave.is_set() or self._all_revoked(records):
                     raise _Abandoned() from exc
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay)
+                await first_of([self._stop.wait(), self._leave.wait()], timeout=delay)
                 delay = min(delay * 2, self.options.retry_max)
                 continue
             counts: dict[str, int] = {}
@@ -592,6 +605,10 @@ class EventConsumer:
                 await asyncio.wait_for(stop.wait(), self.options.watchdog_interval)
             if stop.is_set():
                 return
+            if self.outage.exceeded and self._consumer is not None:
+                self._leave.set()  # another service found the database away too long
+            if not self.metrics.consumer_in_group:
+                continue  # left the group on purpose (database away); nothing to watch
             now = time.monotonic()
             self.metrics.lag = await self._lag()
             reason = None
@@ -647,4 +664,4 @@ async def _all(coroutines: Iterable[Coroutine[Any, Any, None]]) -> None:
         raise failures.exceptions[0] from failures
 
 
-__all__ = ["ConsumerOptions", "EventConsumer", "is_transient"]
+__all__ = ["ConsumerOptions", "EventConsumer"]

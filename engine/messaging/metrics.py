@@ -29,6 +29,7 @@ class WorkerMetrics:
     stalls: int = 0  # times the liveness check found the consumer making no progress
     stalled: bool = False
     consumer_restarts: int = 0  # stalled consumers replaced by a new one
+    consumer_in_group: bool = False  # false before joining, and while out for a db outage
     lag: int = 0  # messages in the assigned partitions not yet consumed (every 5 s)
     outbox_published: int = 0
     relay_errors: int = 0
@@ -57,6 +58,7 @@ class WorkerMetrics:
             "stalls": self.stalls,
             "stalled": self.stalled,
             "consumer_restarts": self.consumer_restarts,
+            "consumer_in_group": self.consumer_in_group,
             "lag": self.lag,
             "outbox_published": self.outbox_published,
             "relay_errors": self.relay_errors,

@@ -14,7 +14,12 @@ publishes the batch again; consumers deduplicate by the CloudEvent id (``message
 
 Wake-ups. ``LISTEN conveyor_outbox``: the outbox trigger notifies with the schema name at
 commit; notifications for other schemas are ignored. NOTIFY is only a hint, so the relay
-also polls every ``poll_interval`` seconds.
+also polls every ``poll_interval`` seconds. Only the leader wakes early: a standby just
+retries the lock each poll, and a failed round always waits out its backoff.
+
+Outages. When PostgreSQL has been unreachable for longer than the worker's bound
+(:class:`engine.liveness.DatabaseOutage`), the relay closes its listener session, which
+drops the leader lock, and tries to lead again only once the database answers.
 """
 
 from __future__ import annotations
@@ -32,14 +37,15 @@ from aiokafka.errors import KafkaError
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from engine.liveness import DatabaseOutage
 from engine.messaging.batches import KeyPartitioner, PartitionBatches
 from engine.messaging.clients import create_producer
-from engine.messaging.consumer import is_transient
 from engine.messaging.metrics import WorkerMetrics
 from engine.messaging.waits import first_of
 from engine.observability import get_logger
 from engine.settings import Settings
-from engine.store.database import driver_transaction
+from engine.store.database import driver_transaction, ping
+from engine.transient import is_database_unavailable, is_transient
 
 log = get_logger("conveyor.relay")
 
@@ -76,11 +82,13 @@ class OutboxRelay:
         metrics: WorkerMetrics | None = None,
         batch_size: int = 500,
         poll_interval: float = 1.0,
-        retry_max: float = 5.0,
+        retry_max: float = 2.0,
         producer_factory: ProducerFactory = _default_producer,
+        outage: DatabaseOutage | None = None,
     ) -> None:
         self.engine = engine
         self.settings = settings
+        self.outage = outage or DatabaseOutage(settings.database_outage_seconds)
         self.metrics = metrics or WorkerMetrics()
         self.batch_size = batch_size
         self.poll_interval = poll_interval
@@ -91,6 +99,7 @@ class OutboxRelay:
         self._listener: asyncpg.Connection | None = None
         self._wake = asyncio.Event()
         self._partitioner = KeyPartitioner()
+        self._stood_down = False  # gave up leading for an outage; until the database answers
         self.leader = False
 
     # ------------------------------------------------------------------ the loop
@@ -113,19 +122,31 @@ class OutboxRelay:
                         retry_in=delay,
                     )
                     await self._reset(kafka=isinstance(exc, KafkaError))
-                    await self._sleep(stop, delay)
+                    if is_database_unavailable(exc):
+                        self.outage.failed(exc)
+                    if self.outage.exceeded and not self._stood_down:
+                        await self._stand_down()
+                    await self._sleep(stop, delay, wake=False)  # the backoff is kept
                     delay = min(delay * 2, self.retry_max)
                     continue
                 delay = self.poll_interval
                 if published >= self.batch_size:
                     continue  # more are probably waiting
-                await self._sleep(stop, self.poll_interval)
+                await self._sleep(stop, self.poll_interval, wake=self.leader)
         finally:
             await self.close()
             log.info("outbox relay stopped", published=self.metrics.outbox_published)
 
     async def step(self) -> int:
         """Make sure we listen, try to lead, and publish one batch if leading."""
+        self._wake.clear()  # whatever a notification announced, this round will see
+        if self._stood_down:
+            # Lead again only once the pool can reach the database (a listener session
+            # alone may work while the pool's connections do not).
+            await ping(self.engine, timeout=2.0)
+            self.outage.succeeded()
+            self._stood_down = False
+            log.info("outbox relay may lead again: the database answers")
         listener = await self._listen()
         if not self.leader:
             self.leader = bool(await listener.fetchval(TRY_LEAD, self.schema))
@@ -134,8 +155,9 @@ class OutboxRelay:
                 log.info("outbox relay is the leader", schema=self.schema)
         if not self.leader:
             return 0
-        self._wake.clear()
-        return await self.publish_batch()
+        published = await self.publish_batch()
+        self.outage.succeeded()
+        return published
 
     async def publish_batch(self) -> int:
         """Publish the oldest unpublished rows (up to ``batch_size``); return how many."""
@@ -205,6 +227,25 @@ class OutboxRelay:
             self.leader = False
             self.metrics.relay_leader = False
 
+    async def _stand_down(self) -> None:
+        """Give up the leadership (close the listener session, which holds the lock), so
+        that a relay that can reach the database takes over; try to lead again only once
+        the database answers."""
+        log.error(
+            "outbox relay stands down: the database has been unreachable too long",
+            outage_seconds=round(self.outage.seconds, 1),
+            was_leader=self.leader,
+        )
+        self._stood_down = True
+        listener, self._listener = self._listener, None
+        self.leader = False
+        self.metrics.relay_leader = False
+        if listener is not None and not listener.is_closed():
+            with contextlib.suppress(Exception):
+                await listener.close(timeout=2)
+            if not listener.is_closed():
+                listener.terminate()
+
     async def close(self) -> None:
         await self._reset(kafka=True)
         listener, self._listener = self._listener, None
@@ -214,8 +255,11 @@ class OutboxRelay:
         self.leader = False
         self.metrics.relay_leader = False
 
-    async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
-        """Wait for a notification, ``stop`` or the timeout, whichever comes first."""
+    async def _sleep(self, stop: asyncio.Event, seconds: float, *, wake: bool) -> None:
+        """Wait for ``stop`` or the timeout, and with ``wake`` for a notification too."""
+        if not wake:
+            await first_of([stop.wait()], timeout=seconds)
+            return
         if self._wake.is_set():
             return
         await first_of([stop.wait(), self._wake.wait()], timeout=seconds)
