@@ -22,7 +22,7 @@ from api.instances import bp as instances_bp
 from api.metrics import Metrics, record_request
 from api.metrics import bp as metrics_bp
 from api.problems import ProblemErrorHandler
-from api.tracing import begin_request, end_request
+from api.tracing import begin_request, end_request, log_access
 from api.workflows import bp as workflows_bp
 from engine.gc_tuning import tune_gc
 from engine.messaging.clients import KafkaProbe, create_producer
@@ -66,9 +66,12 @@ def create_app(
     app.blueprint(workflows_bp)
     app.blueprint(instances_bp)
     # One middleware each way (each costs a dispatch on every request). Order matters: the
-    # request id first (so that a 401 carries it), then the key.
+    # request id first (so that a 401 carries it), then the key. The access log is chosen
+    # here, once: when it is off, requests pay nothing for it.
     app.register_middleware(_on_request, "request")
-    app.register_middleware(_on_response, "response")
+    app.register_middleware(
+        _on_response_logged if settings.access_log else _on_response, "response"
+    )
     openapi.install(app)
 
     @app.before_server_start
@@ -127,6 +130,12 @@ def _on_request(request: Request) -> Coroutine[Any, Any, None] | None:
 def _on_response(request: Request, response: BaseHTTPResponse) -> None:
     end_request(request, response)
     record_request(request, response)
+
+
+def _on_response_logged(request: Request, response: BaseHTTPResponse) -> None:
+    end_request(request, response)
+    record_request(request, response)
+    log_access(request, response)
 
 
 def _ignore_client_errors_in_sentry() -> None:

@@ -17,9 +17,10 @@ import sentry_sdk
 from sanic import Request
 from sanic.response import BaseHTTPResponse
 
-from engine.observability import begin_log_context, bind_log_context
+from engine.observability import begin_log_context, bind_log_context, get_logger
 
 REQUEST_ID_HEADER = "X-Request-ID"
+access_log = get_logger("conveyor.access")
 _SANE_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
 
 # Ids we make: 64 random bits per process, then a counter. Unique across processes and
@@ -54,6 +55,23 @@ def end_request(request: Request, response: BaseHTTPResponse) -> None:
     request_id = getattr(request.ctx, "request_id", None)
     if request_id is not None:
         response.headers[REQUEST_ID_HEADER] = request_id
+
+
+def log_access(request: Request, response: BaseHTTPResponse) -> None:
+    """Response middleware (only when ``access_log`` is on): one line per request.
+
+    The path is logged without its query string. The log context adds the workflow and
+    instance the request was about, when it named them.
+    """
+    started = getattr(request.ctx, "started", None)
+    access_log.info(
+        "request",
+        method=request.method,
+        path=request.path,
+        status=response.status,
+        duration_ms=None if started is None else round((time.perf_counter() - started) * 1e3, 3),
+        request_id=getattr(request.ctx, "request_id", None),
+    )
 
 
 def tag_request(

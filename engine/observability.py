@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
 from collections.abc import MutableMapping
@@ -10,6 +11,7 @@ from typing import Any
 
 import orjson
 import structlog
+import structlog.tracebacks
 
 from engine.settings import Settings
 
@@ -51,6 +53,19 @@ def _orjson_dumps(obj: Any, default: Any = None) -> str:
     return orjson.dumps(obj, default=default or str).decode()
 
 
+def _console_tracebacks(*, show_locals: bool, colors: bool) -> structlog.typing.ExceptionRenderer:
+    """The console's traceback formatter: structlog's default (rich or better-exceptions,
+    both of which print every frame's local variables) only when ``show_locals``; else rich
+    without locals when it is installed, else the standard library's plain traceback."""
+    if show_locals:
+        return structlog.dev.default_exception_formatter  # monochrome unless ``colors``
+    if importlib.util.find_spec("rich") is None:
+        return structlog.dev.plain_traceback
+    return structlog.dev.RichTracebackFormatter(
+        show_locals=False, color_system="truecolor" if colors else None
+    )
+
+
 def configure_logging(settings: Settings, *, force: bool = False) -> None:
     """Configure structlog and route the standard library's loggers through it.
 
@@ -71,12 +86,22 @@ def configure_logging(settings: Settings, *, force: bool = False) -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
     ]
+    # Tracebacks show local variables (instance data, payloads, credentials) at DEBUG only.
+    show_locals = level <= logging.DEBUG
     renderer: structlog.types.Processor
     if settings.log_format == "json":
-        shared.append(structlog.processors.dict_tracebacks)
+        shared.append(
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=show_locals)
+            )
+        )
         renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        colors = sys.stderr.isatty()
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=colors,
+            exception_formatter=_console_tracebacks(show_locals=show_locals, colors=colors),
+        )
 
     structlog.configure(
         processors=[

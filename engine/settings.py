@@ -5,9 +5,10 @@ Built by entry points (CLI, app factory, tests), never at import time.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 WorkerService = Literal["consumer", "relay", "scheduler", "retention"]
@@ -52,6 +53,11 @@ class Settings(BaseSettings):
     http_host: str = Field("127.0.0.1", description="Address the HTTP API binds to.")
     http_port: int = Field(8000, ge=0, le=65535)
     http_workers: int = Field(1, ge=1, le=64, description="Sanic worker processes.")
+    access_log: bool = Field(
+        False,
+        description="Log one line per HTTP request (method, path, status, duration, request "
+        "id) at INFO, logger conveyor.access. Off: no cost per request.",
+    )
     inbox_retention_days: float = Field(
         14.0,
         gt=0,
@@ -107,3 +113,33 @@ class Settings(BaseSettings):
 
     def kafka_servers(self) -> list[str]:
         return [s.strip() for s in self.kafka_bootstrap_servers.split(",") if s.strip()]
+
+
+def env_var(field: str) -> str:
+    """The environment variable a setting is read from: ``http_port`` -> ``CONVEYOR_HTTP_PORT``."""
+    return f"{Settings.model_config.get('env_prefix', '')}{field}".upper()
+
+
+def describe_invalid(error: ValidationError, *, names: Mapping[str, str] = {}) -> list[str]:
+    """One line per bad setting, naming its environment variable (or ``names[field]``, e.g.
+    a command-line option) and what is wrong with the value, for people rather than for
+    pydantic: ``CONVEYOR_HTTP_PORT: input should be a valid integer, ...``.
+
+    Values are not repeated (a URL or DSN may hold a password), except the offending items
+    of a list, which name modules or services.
+    """
+    problems: dict[str, dict[str, list[str]]] = {}  # variable -> message -> bad list items
+    for item in error.errors(include_url=False):
+        loc = item["loc"]
+        field = str(loc[0]) if loc else ""
+        variable = names.get(field) or (env_var(field) if field else "settings")
+        message = item["msg"].removeprefix("Value error, ")
+        message = message[:1].lower() + message[1:]
+        bad_items = problems.setdefault(variable, {}).setdefault(message, [])
+        if len(loc) > 1:
+            bad_items.append(repr(item["input"]))
+    return [
+        f"{variable}: "
+        + "; ".join(f"{', '.join(bad)}: {msg}" if bad else msg for msg, bad in messages.items())
+        for variable, messages in problems.items()
+    ]

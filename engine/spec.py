@@ -155,62 +155,83 @@ def compile_workflow(cls: type[Workflow[Any]]) -> WorkflowSpec:
 
     def resolve(state: State, role: str, transition: str) -> str:
         found = state_names.get(id(state))
-        if found is None:
+        if found is not None:
+            return found
+        if state.name:  # assigned in the body of another class, e.g. another workflow
             raise fail(
-                f"transition '{transition}' {role} a state that is not declared in this class "
-                f"({state!r}); assign it to an attribute of {cls.__qualname__}",
-                state.name or None,
+                f"{transition} {role} the state '{state.name}' of another class, not a state "
+                f"of this workflow; declare the state in the body of {cls.__name__}"
             )
-        return found
+        raise fail(
+            f"{transition} {role} a state that is not declared in this workflow (did you "
+            "forget to assign it in the class body?)"
+        )
 
-    seen: set[int] = set()
+    owners: dict[int, str] = {}  # id of a DSL transition -> the name it is declared under
+    labels: dict[int, str] = {}  # id of a TransitionSpec -> how messages name it
+    positions: dict[int, int] = {}  # id of a TransitionSpec -> its place among alternatives
     transitions: list[TransitionSpec] = []
     timers: dict[str, list[TimerSpec]] = {n: [] for n in states}
     for group_name, group in groups.items():
-        for item in group.items:
-            if id(item) in seen:
-                raise fail(f"transition '{group_name}' reuses a transition declared elsewhere")
-            seen.add(id(item))
+        for position, item in enumerate(group.items, start=1):
+            # ``pay = a | b`` declares two alternatives under one name: name them apart.
+            called = (
+                f"alternative {position} of transition '{group_name}'"
+                if len(group.items) > 1
+                else f"transition '{group_name}'"
+            )
+            owner = owners.get(id(item))
+            if owner == group_name:
+                raise fail(f"transition '{group_name}' lists the same alternative twice")
+            if owner is not None:
+                raise fail(
+                    f"transition '{group_name}' reuses transition '{owner}'; each transition "
+                    f"is declared under one name: compose the alternatives in '{group_name}' "
+                    f"itself and drop '{owner}'"
+                )
+            owners[id(item)] = group_name
             any_state = item.sources is None
             sources = (
                 non_finals
                 if item.sources is None
-                else tuple(resolve(s, "leaves", group_name) for s in item.sources)
+                else tuple(resolve(s, "leaves", called) for s in item.sources)
             )
-            target = None if item.target is None else resolve(item.target, "enters", group_name)
+            target = None if item.target is None else resolve(item.target, "targets", called)
+            timer = item.timer
+            if timer is not None and sources[0] in finals:
+                raise fail(
+                    f"final state '{sources[0]}' cannot have a timer (timer '{timer.name}' of "
+                    f"{called}); final states are never left",
+                    sources[0],
+                )
             for source in sources:
                 if source in finals:
                     raise fail(
-                        f"transition '{group_name}' leaves a final state; final states "
-                        "have no outgoing transitions",
+                        f"{called} leaves a final state; final states have no outgoing transitions",
                         source,
                     )
-            timer_name = None
-            if item.timer is not None:
-                timer = item.timer
-                timer_name = timer.name
+            if timer is not None:
                 source = sources[0]
-                if source in finals:
-                    raise fail(f"timer '{timer.name}' on a final state never fires", source)
                 if timer.delay <= timedelta(0):
                     raise fail(f"timer '{timer.name}' needs a positive delay", source)
                 if any(t.name == timer.name for t in timers[source]):
                     raise fail(f"duplicate timer name '{timer.name}'", source)
                 timers[source].append(TimerSpec(timer.name, source, timer.delay, group_name))
-            transitions.append(
-                TransitionSpec(
-                    name=group_name,
-                    event=item.event,
-                    timer=timer_name,
-                    sources=sources,
-                    target=target,
-                    any_state=any_state,
-                    guard=item.guard,
-                    action=item.action,
-                    retry=item.retry,
-                    description=item.description,
-                )
+            spec = TransitionSpec(
+                name=group_name,
+                event=item.event,
+                timer=None if timer is None else timer.name,
+                sources=sources,
+                target=target,
+                any_state=any_state,
+                guard=item.guard,
+                action=item.action,
+                retry=item.retry,
+                description=item.description,
             )
+            labels[id(spec)] = called
+            positions[id(spec)] = position
+            transitions.append(spec)
 
     state_specs = {
         n: StateSpec(
@@ -273,10 +294,17 @@ def compile_workflow(cls: type[Workflow[Any]]) -> WorkflowSpec:
             for position, option in enumerate(options[:-1]):
                 if option.guard is None:
                     shadowed = options[position + 1]
+                    if option.name == shadowed.name:  # two alternatives of one transition
+                        raise fail(
+                            f"{labels[id(shadowed)]} for '{event_type}' can never fire: "
+                            f"alternative {positions[id(option)]} before it has no guard and "
+                            "always wins; add a guard or reorder",
+                            source,
+                        )
                     raise fail(
-                        f"transition '{shadowed.name}' for '{event_type}' can never fire: "
-                        f"the unguarded transition '{option.name}' before it always wins; "
-                        "add a guard or reorder",
+                        f"{labels[id(shadowed)]} for '{event_type}' can never fire: the "
+                        f"unguarded {labels[id(option)]} before it always wins; add a guard "
+                        "or reorder",
                         source,
                     )
 
