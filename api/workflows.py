@@ -100,6 +100,9 @@ async def start_instance(request: Request, name: str) -> HTTPResponse:
                 version=body.version,
                 source="http",
                 request_id=request_id_of(request),
+                # History and state_changed name the start by the client's own key (not
+                # start_key, which holds an API key id); without one, by the instance id.
+                event_id=idempotency_key(request),
             )
     except PayloadInvalid as exc:
         # The runtime names fields of the data; the client sent them under "data".

@@ -69,7 +69,7 @@ from engine.store import queries
 from engine.store import statements as sql
 from engine.store.database import driver_connection, driver_transaction
 from engine.store.queries import InstanceFilter, instance_from_row
-from engine.store.writeset import InstanceUpdate, WriteSet
+from engine.store.writeset import InstanceUpdate, WriteSet, rejected_payload
 from engine.transient import CONFLICT_ERRORS
 
 log = get_logger("conveyor.runtime")
@@ -128,6 +128,9 @@ class _PreparedStart:
     source: str
     request_id: str | None
     now: datetime
+    # The id of the request that asked for the start, recorded in the history row and the
+    # state_changed message (see Runtime.start).
+    event_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,8 +182,15 @@ class Runtime:
         version: int | None = None,
         source: str = "api",
         request_id: str | None = None,
+        event_id: str | None = None,
     ) -> StartResult:
         """Start an instance; the same ``idempotency_key`` returns the same instance.
+
+        ``event_id`` names what asked for the start: the worker passes the CloudEvent id,
+        the HTTP API the client's Idempotency-Key. The start's history row and
+        ``state_changed`` message carry it; without one, the new instance's id. Ids the
+        start derives (of its timers and outbound messages) always come from the instance
+        id: one event may start several workflows, one Idempotency-Key serve several.
 
         Raises InstanceConflict when ``business_key`` belongs to an instance from a
         different start, PayloadInvalid when ``data`` fails the data schema.
@@ -203,6 +213,7 @@ class Runtime:
             source,
             request_id,
             now,
+            event_id or str(instance_id),
         )
         # Concurrent starts share one transaction (group commit).
         instance = await self._starts.submit(prepared)
@@ -229,6 +240,7 @@ class Runtime:
                 version=version,
                 source=source,
                 request_id=request_id,
+                event_id=event_id,
             )
         return self._existing_start(existing, business_key, idempotency_key)
 
@@ -252,7 +264,7 @@ class Runtime:
         ]
         writes = WriteSet(self.clock(), self.topics)
         for p, instance in zip(starts, instances, strict=True):
-            self._record_decision(writes, instance, p.decision, 1, p.source, p.request_id, {})
+            _record_start(writes, instance, p)
         params = writes.start_params(rows)
         for attempt in range(TRANSACTION_ATTEMPTS):
             try:
@@ -627,7 +639,8 @@ class Runtime:
             current.state,
             None,
             None,
-            payload,
+            # Bounded: a refused event must not grow the history by its whole payload.
+            rejected_payload(payload),
             "rejected",
             rejection.message,
             request_id,
@@ -702,6 +715,43 @@ def _snapshot_of(current: _Working, now: datetime | None) -> Instance:
         updated_at=now if now is not None and current.changed else base.updated_at,
         state_entered_at=current.entered or base.state_entered_at,
         error=current.error,
+    )
+
+
+def _record_start(writes: WriteSet, instance: Instance, start: _PreparedStart) -> None:
+    """A start's writes: its history row and ``state_changed`` message name the event that
+    asked for it (``start.event_id``); its timers and outbound messages keep the ids that
+    ``initial_decision`` derived from the instance id, which no other start shares (one
+    CloudEvent may start several workflows, one Idempotency-Key serve several)."""
+    decision = start.decision
+    derived_id = decision.history.event_id
+    event_type = decision.history.event_type
+    writes.history(
+        instance.id,
+        1,
+        start.event_id,
+        event_type,
+        start.source,
+        None,
+        decision.to_state,
+        decision.transition,
+        {},
+        "started",
+        None,
+        start.request_id,
+    )
+    for timer in decision.timers_to_set:
+        writes.set_timer(instance.id, derived_id, timer)
+    writes.publish(instance, decision.outbound, start.request_id)
+    writes.state_changed(
+        instance,
+        from_state=None,
+        to_state=decision.to_state,
+        status=InstanceStatus.ACTIVE.value,
+        revision=1,
+        event_id=start.event_id,
+        event_type=event_type,
+        request_id=start.request_id,
     )
 
 

@@ -67,6 +67,13 @@ class Settings(BaseSettings):
     outbox_retention_hours: float = Field(
         24.0, gt=0, description="How long published outbox rows are kept."
     )
+    history_retention_days: float | None = Field(
+        None,
+        gt=0,
+        description="How long the history of completed and cancelled instances is kept after "
+        "they ended; then the retention service deletes it (the instance row stays). Failed "
+        "and active instances keep theirs. Unset: history is kept forever.",
+    )
     database_outage_seconds: float = Field(
         30.0,
         gt=0,

@@ -102,6 +102,11 @@ async def run_worker(
                 db,
                 inbox_retention=timedelta(days=settings.inbox_retention_days),
                 outbox_retention=timedelta(hours=settings.outbox_retention_hours),
+                history_retention=(
+                    timedelta(days=settings.history_retention_days)
+                    if settings.history_retention_days is not None
+                    else None
+                ),
             ),
         ),
     ]

@@ -490,6 +490,9 @@ class EventConsumer:
                 start.data,
                 idempotency_key=start.idempotency_key,
                 source="kafka",
+                # The CloudEvent id (which routing also made the idempotency key): the
+                # start's history row and state_changed message carry it.
+                event_id=start.idempotency_key,
             )
         except PayloadInvalid as exc:
             fields = "; ".join(f"{f.path}: {f.message}" for f in exc.field_errors)

@@ -1,8 +1,13 @@
-"""Retention: bounded growth of the inbox, the outbox and stored HTTP responses.
+"""Retention: bounded growth of the inbox, the outbox, stored HTTP responses and (when
+configured) the history of ended instances.
 
 The inbox must remember an event id for longer than the event can be delivered again
 (longer than the Kafka topics' retention): an id forgotten sooner could be applied twice.
-Published outbox rows are kept a while for inspection, then deleted. Deletes run in small
+Published outbox rows are kept a while for inspection, then deleted. With a history
+retention, completed and cancelled instances lose their history rows once they ended
+longer ago than that; their instance rows stay (final state and data, and the business
+key and idempotency key they hold, so a late start still finds them). Failed instances
+keep their history (an operator may retry them), active ones too. Deletes run in small
 batches so that they never hold long locks on the hot tables.
 """
 
@@ -10,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -40,11 +46,53 @@ delete from outbox where id in (
 """
 
 
+# The history of instances that ended (completed or cancelled: they never change again,
+# so updated_at is when they ended) before $1. A keyset walk over the partial index
+# instances_ended (migration 0004) in (updated_at, id) order: one page of $4 instances
+# after the cursor ($2, $3), of whose history at most $5 rows are deleted. The caller
+# repeats a page until it deletes fewer rows than that, then moves the cursor to the
+# page's last instance. Rows an ended instance gains later (late events it refuses) go in
+# a later run, which walks every ended instance again.
+PRUNE_HISTORY = """
+with page as (
+  select id, updated_at from instances
+  where status in ('completed', 'cancelled') and updated_at < $1
+    and (updated_at, id) > ($2::timestamptz, $3::uuid)
+  order by updated_at, id
+  limit $4
+),
+gone as (
+  -- Never a scan of the whole history, however small the planner thinks it is: rows
+  -- found by instance (a lateral subquery with a limit is not flattened into a join),
+  -- deleted by primary key ("= any(array(...))", not a semi-join).
+  delete from history where id = any(array(
+    select h.id
+    from page cross join lateral (
+      select id from history where instance_id = page.id limit $5
+    ) as h
+    limit $5
+  ))
+  returning 1
+)
+select (select count(*) from gone) as deleted,
+       (select count(*) from page) as instances,
+       (select updated_at from page order by updated_at desc, id desc limit 1) as last_updated,
+       (select id from page order by updated_at desc, id desc limit 1) as last_id
+"""
+
+HISTORY_PAGE = 1000
+"""Ended instances per page of the history walk (each statement of it touches at most
+``batch`` history rows of one page)."""
+
+_WALK_START = (datetime(1, 1, 1, tzinfo=UTC), uuid.UUID(int=0))
+
+
 @dataclass(frozen=True, slots=True)
 class Pruned:
     inbox: int
     outbox: int
     idempotent_responses: int = 0
+    history: int = 0
 
 
 async def prune(
@@ -53,9 +101,12 @@ async def prune(
     now: datetime,
     inbox_retention: timedelta,
     outbox_retention: timedelta,
+    history_retention: timedelta | None = None,
     batch: int = 5000,
+    history_page: int = HISTORY_PAGE,
 ) -> Pruned:
-    """Delete inbox rows and published outbox rows older than their retention."""
+    """Delete inbox rows and published outbox rows older than their retention, and, with a
+    ``history_retention``, the history of instances that ended longer ago than that."""
     totals = {"inbox": 0, "outbox": 0, "idempotent_responses": 0}
     for name, statement, cutoff in (
         ("inbox", PRUNE_INBOX, now - inbox_retention),
@@ -69,7 +120,30 @@ async def prune(
             totals[name] += deleted
             if deleted < batch:
                 break
+    if history_retention is not None:
+        totals["history"] = await prune_history(
+            engine, cutoff=now - history_retention, batch=batch, page=history_page
+        )
     return Pruned(**totals)
+
+
+async def prune_history(engine: AsyncEngine, *, cutoff: datetime, batch: int, page: int) -> int:
+    """Delete the history rows of completed and cancelled instances that ended before
+    ``cutoff``, at most ``batch`` rows per statement (one short transaction each); keep
+    the instance rows. Returns the number of rows deleted."""
+    total = 0
+    after_updated, after_id = _WALK_START
+    while True:
+        async with driver_transaction(engine) as conn:
+            row = await conn.fetchrow(PRUNE_HISTORY, cutoff, after_updated, after_id, page, batch)
+        assert row is not None  # an aggregate query always answers one row
+        deleted: int = row["deleted"]
+        total += deleted
+        if deleted >= batch:
+            continue  # this page may have more: the same page again
+        if row["instances"] < page:
+            return total
+        after_updated, after_id = row["last_updated"], row["last_id"]
 
 
 async def run_retention(
@@ -78,6 +152,7 @@ async def run_retention(
     *,
     inbox_retention: timedelta,
     outbox_retention: timedelta,
+    history_retention: timedelta | None = None,
     interval: float = 3600.0,
 ) -> None:
     """Prune every ``interval`` seconds until ``stop`` is set (a worker service)."""
@@ -90,13 +165,15 @@ async def run_retention(
                 now=utc_now(),
                 inbox_retention=inbox_retention,
                 outbox_retention=outbox_retention,
+                history_retention=history_retention,
             )
-            if pruned.inbox or pruned.outbox or pruned.idempotent_responses:
+            if pruned.inbox or pruned.outbox or pruned.idempotent_responses or pruned.history:
                 log.info(
                     "pruned",
                     inbox=pruned.inbox,
                     outbox=pruned.outbox,
                     idempotent_responses=pruned.idempotent_responses,
+                    history=pruned.history,
                 )
         except Exception:  # retention is housekeeping: log and try again next round
             log.exception("retention round failed")

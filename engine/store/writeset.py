@@ -6,11 +6,12 @@ of timers), so the statement never touches a row twice.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 import orjson
 
@@ -23,6 +24,14 @@ from engine.model import Instance
 TIMER_NAMESPACE = uuid.UUID("0b8f7a52-2f3e-5c1d-8e1b-6c4a3d2e1f00")
 STATE_CHANGED_NAMESPACE = uuid.UUID("3d1e9c7a-5b2f-5e4d-9a8c-1f2e3d4c5b6a")
 STATE_CHANGED = "conveyor.instance.state_changed"
+
+REJECTED_PAYLOAD_MAX_BYTES = 4096
+"""A rejected event keeps its payload in its history row only up to this size of JSON
+(bytes); a larger one is replaced by a marker (see :func:`rejected_payload`). Applied
+events always keep theirs: it is the audit trail."""
+
+HistoryPayload: TypeAlias = Mapping[str, Any] | orjson.Fragment
+"""A history row's payload: a mapping, or JSON already serialised (embedded as is)."""
 
 
 @dataclass(slots=True)
@@ -71,7 +80,7 @@ class WriteSet:
         from_state: str | None,
         to_state: str | None,
         transition: str | None,
-        payload: Mapping[str, Any],
+        payload: HistoryPayload,
         outcome: str,
         reason: str | None = None,
         request_id: str | None = None,
@@ -242,6 +251,20 @@ class WriteSet:
                 for rows in (instances, self._history, inbox, self._outbox, deletes, sets)
             ),
         ]
+
+
+def rejected_payload(payload: Mapping[str, Any]) -> HistoryPayload:
+    """What a rejection records of ``payload``: the payload itself when its JSON is at most
+    :data:`REJECTED_PAYLOAD_MAX_BYTES`, else ``{"_truncated": true, "bytes": N, "sha256":
+    hex}`` (size and SHA-256 of its compact JSON, so that an operator can still correlate it
+    with the message that carried it). Refused events cost bounded history space.
+
+    The payload is serialised once: a small one is handed on as that JSON.
+    """
+    raw = orjson.dumps(payload, default=json_default)
+    if len(raw) <= REJECTED_PAYLOAD_MAX_BYTES:
+        return orjson.Fragment(raw)
+    return {"_truncated": True, "bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
 
 
 def json_default(value: Any) -> Any:
