@@ -1,14 +1,35 @@
-"""``Idempotency-Key`` for starts: the first response is stored and replayed on a retry.
+"""``Idempotency-Key`` for starts: one request per key runs; the others get its response.
 
-A retry with the same key and the same request gets the original status and body. The
-same key with a different request is refused (422), so a client bug cannot pass for a
-retry. Rows live in ``idempotent_responses``, keyed by (key, endpoint).
+Keys are scoped by API key and endpoint: rows of ``idempotent_responses`` are keyed by
+(api_key_id, key, endpoint), so one client's key never answers (or blocks) another's.
+
+The first request with a key *claims* it: one statement inserts a row holding the
+request's digest and a lease (``claimed_until``), status and body still empty. Only the
+claimer runs the operation, then stores its response in the row (or, when the operation
+failed, deletes the claim: errors are not stored, and the key may be used again). A later
+request with the same key:
+
+* with a different request (another digest) is refused with 422, whether the first
+  request is still running or answered long ago: exactly one request's body owns a key;
+* with the same request gets the stored status and body; while the claimer runs, it
+  polls for them (``WAIT`` at most, then 409 with ``Retry-After``).
+
+A claimer that crashes, or loses its connection, before storing the response leaves a
+pending claim; once its lease (``LEASE``) has passed, a request with the same digest takes
+the claim over (a concurrent waiter does so while it polls) and runs the operation again,
+which is safe: the runtime's start key turns a repeated start into the same instance.
+A claim can only be taken over with the same digest, so the key still belongs to the
+first request's body.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import time
+import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -19,6 +40,49 @@ from engine.store.database import driver_connection
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 200
+# How long a claimer may run before a request with the same body may take its claim over.
+LEASE = timedelta(seconds=10)
+# How long a request with the same body waits for the claimer's response (longer than the
+# lease, so that a waiter outlives a crashed claimer and takes over).
+WAIT = 12.0
+FIRST_POLL = 0.005
+MAX_POLL = 0.1
+
+# Claim (api_key_id, key, endpoint) for digest $4, or take over an expired claim of the
+# same digest; else the row as this statement's snapshot sees it. No row at all: the
+# claim conflicted with a row committed after the snapshot (ask again).
+CLAIM = """
+with claim as (
+  insert into idempotent_responses as r (api_key_id, key, endpoint, request_hash, claimed_until)
+  values ($1, $2, $3, $4, now() + $5::interval)
+  on conflict (api_key_id, key, endpoint) do update set claimed_until = excluded.claimed_until
+  where r.status is null and r.request_hash = excluded.request_hash and r.claimed_until < now()
+  returning r.claimed_until
+)
+select true as claimed, claimed_until, null::bytea as request_hash, null::int as status,
+       null::bytea as body
+from claim
+union all
+select false, claimed_until, request_hash, status, body from idempotent_responses
+where api_key_id = $1 and key = $2 and endpoint = $3 and not exists (select from claim)
+"""
+
+# The claim's lease end identifies it: a claim taken over has another one.
+STORE = """
+update idempotent_responses set status = $5, body = $6, claimed_until = null
+where api_key_id = $1 and key = $2 and endpoint = $3 and claimed_until = $4
+returning true
+"""
+
+STORED = """
+select status, body from idempotent_responses
+where api_key_id = $1 and key = $2 and endpoint = $3 and status is not null
+"""
+
+RELEASE = """
+delete from idempotent_responses
+where api_key_id = $1 and key = $2 and endpoint = $3 and claimed_until = $4
+"""
 
 
 class IdempotencyKeyReused(ConveyorError):
@@ -28,10 +92,36 @@ class IdempotencyKeyReused(ConveyorError):
     title = "Idempotency key reused"
 
 
+class IdempotencyKeyInProgress(ConveyorError):
+    """The same request is still running under this key; its response is not stored yet."""
+
+    status_code = 409
+    title = "Idempotency key in use"
+    headers = {"Retry-After": "1"}
+
+
 @dataclass(frozen=True, slots=True)
 class StoredResponse:
     status: int
     body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class KeyScope:
+    """Whose key, and for what: a stored response answers only the same scope."""
+
+    api_key_id: uuid.UUID
+    key: str
+    endpoint: str
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """This request holds the key: it runs, then :func:`complete` or :func:`release`."""
+
+    scope: KeyScope
+    digest: bytes
+    lease_end: datetime
 
 
 def request_hash(*parts: Any) -> bytes:
@@ -39,49 +129,76 @@ def request_hash(*parts: Any) -> bytes:
     return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).digest()
 
 
-async def find(
-    engine: AsyncEngine, key: str, endpoint: str, digest: bytes
-) -> StoredResponse | None:
-    """The stored response for (key, endpoint); raises when it answered another request."""
-    async with driver_connection(engine) as conn:
-        row = await conn.fetchrow(
-            "select request_hash, status, body from idempotent_responses"
-            " where key = $1 and endpoint = $2",
-            key,
-            endpoint,
-        )
-    if row is None:
-        return None
-    if bytes(row["request_hash"]) != digest:
-        raise IdempotencyKeyReused(
-            f"Idempotency-Key {key!r} was used for a different request to this endpoint; "
-            "use a new key for a new request"
-        )
-    return StoredResponse(row["status"], bytes(row["body"]))
+async def claim(
+    engine: AsyncEngine,
+    scope: KeyScope,
+    digest: bytes,
+    *,
+    lease: timedelta = LEASE,
+    wait: float = WAIT,
+) -> Claim | StoredResponse:
+    """Claim the key for this request, or the response of the request that holds it.
+
+    Returns a :class:`Claim` when this request is to run (one round trip for a new key),
+    the stored response when the same request was answered (waiting up to ``wait``
+    seconds while another request with the same body runs). Raises IdempotencyKeyReused
+    when the key belongs to a different request, IdempotencyKeyInProgress when the
+    claimer has not answered in time.
+    """
+    deadline = time.monotonic() + wait
+    delay = FIRST_POLL
+    while True:
+        async with driver_connection(engine) as conn:
+            row = await conn.fetchrow(
+                CLAIM, scope.api_key_id, scope.key, scope.endpoint, digest, lease
+            )
+        if row is not None:
+            if row["claimed"]:
+                return Claim(scope, digest, row["claimed_until"])
+            if bytes(row["request_hash"]) != digest:
+                raise IdempotencyKeyReused(
+                    f"{HEADER} {scope.key!r} was used for a different request to this "
+                    "endpoint; use a new key for a new request"
+                )
+            if row["status"] is not None:
+                return StoredResponse(row["status"], bytes(row["body"]))
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise IdempotencyKeyInProgress(
+                f"a request with {HEADER} {scope.key!r} is still in progress; retry it later"
+            )
+        if row is not None:  # pending: the same request runs elsewhere
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, MAX_POLL)
 
 
-async def remember(
-    engine: AsyncEngine, key: str, endpoint: str, digest: bytes, response: StoredResponse
-) -> StoredResponse:
-    """Store ``response`` unless a concurrent request stored one first; return the winner."""
+async def complete(engine: AsyncEngine, held: Claim, response: StoredResponse) -> StoredResponse:
+    """Store ``response`` for the claimed key; return the stored one.
+
+    That is ``response`` itself, unless the claim was taken over (its lease passed) and
+    the new claimer stored its response first.
+    """
+    scope = held.scope
     async with driver_connection(engine) as conn:
-        inserted = await conn.fetchval(
-            "insert into idempotent_responses (key, endpoint, request_hash, status, body)"
-            " values ($1, $2, $3, $4, $5) on conflict do nothing returning true",
-            key,
-            endpoint,
-            digest,
+        stored = await conn.fetchval(
+            STORE,
+            scope.api_key_id,
+            scope.key,
+            scope.endpoint,
+            held.lease_end,
             response.status,
             response.body,
         )
-        if inserted:
+        if stored:
             return response
-        # A concurrent request stored its response first (this statement waited for it).
-        row = await conn.fetchrow(
-            "select status, body from idempotent_responses where key = $1 and endpoint = $2",
-            key,
-            endpoint,
-        )
-    if row is None:  # the row was cleaned up meanwhile: ours is as good
+        row = await conn.fetchrow(STORED, scope.api_key_id, scope.key, scope.endpoint)
+    if row is None:  # taken over and still running, or pruned: ours is as good
         return response
     return StoredResponse(row["status"], bytes(row["body"]))
+
+
+async def release(engine: AsyncEngine, held: Claim) -> None:
+    """Give the key up without a response (the operation failed): it may be used again."""
+    scope = held.scope
+    async with driver_connection(engine) as conn:
+        await conn.execute(RELEASE, scope.api_key_id, scope.key, scope.endpoint, held.lease_end)

@@ -64,11 +64,6 @@ class DuplicateRejected(ConveyorError):
     title = "Event rejected"
 
 
-class EventIdTaken(ConveyorError):
-    status_code = 409
-    title = "Event id already used"
-
-
 @bp.get("/", ctx_scope="read")
 async def list_instances(request: Request) -> HTTPResponse:
     """Instances matching the filters, newest first; ``next_cursor`` pages on."""
@@ -100,7 +95,8 @@ async def get_instance(request: Request, instance_id: str) -> HTTPResponse:
 async def send_event(request: Request, instance_id: str) -> HTTPResponse:
     """Apply an event now. 200 applied or duplicate; 202 when the workflow's action failed
     (the instance is failed and the event is applied again by a retry); 409 when not
-    allowed in the current state; 422 when the payload fails its schema."""
+    allowed in the current state; 422 when the payload fails its schema. Event ids are
+    unique per instance (see ``_first_delivery``)."""
     target = parse_uuid(instance_id)
     body = parse_body(request, SendEvent)
     check_storable(body.payload, "payload")
@@ -204,24 +200,25 @@ async def _workflow_tagged_on_failure(request: Request, target: uuid.UUID) -> As
 async def _first_delivery(
     request: Request, target: uuid.UUID, outcome: Outcome
 ) -> tuple[Outcome, str]:
-    """What the first delivery of a duplicate event id did, from the inbox and history."""
+    """What the first delivery of a duplicate event id did, from the inbox and history.
+
+    Event ids are unique per instance: the inbox is keyed by (instance id, event id), so a
+    duplicate is the same id sent again to the same instance, and the same id sent to
+    another instance is another event (it never conflicts with this one).
+    """
     async with driver_connection(request.app.ctx.db) as conn:
         row = await conn.fetchrow(
-            "select i.instance_id, i.outcome, h.from_state, h.to_state, h.revision, h.reason"
+            "select i.outcome, h.from_state, h.to_state, h.revision, h.reason"
             " from inbox i left join lateral ("
             "   select from_state, to_state, revision, reason from history"
             "   where instance_id = i.instance_id and event_id = i.event_id"
             "   order by id desc limit 1) h on true"
-            " where i.event_id = $1",
+            " where i.instance_id = $1 and i.event_id = $2",
+            target,
             outcome.event_id,
         )
     if row is None:  # the inbox row was cleaned up; nothing more to tell
         return outcome, "unknown"
-    if row["instance_id"] != target:
-        raise EventIdTaken(
-            f"event id {outcome.event_id!r} was already used for another instance; "
-            "event ids are global"
-        )
     if row["outcome"] == "rejected":
         raise DuplicateRejected(f"event {outcome.event_id!r} was rejected before: {row['reason']}")
     first = Outcome(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 
 import orjson
@@ -16,6 +17,7 @@ from api.validation import parse_body, parse_query
 from engine.decide import FieldError
 from engine.errors import InstanceNotFound, InvalidRequest, PayloadInvalid
 from engine.introspect import describe, mermaid
+from engine.model import StartResult
 
 bp = Blueprint("workflows", url_prefix="/v1/workflows")
 
@@ -76,27 +78,55 @@ async def get_diagram(request: Request, name: str) -> HTTPResponse:
 
 @bp.post("/<name:str>/instances", ctx_scope="write")
 async def start_instance(request: Request, name: str) -> HTTPResponse:
-    """Start an instance. With ``Idempotency-Key``, a retry gets the original response."""
+    """Start an instance. With ``Idempotency-Key``, one request per key (and API key) runs:
+    a retry gets its response, a different request under the key 422 (see api.idempotency).
+    """
     body = parse_body(request, StartInstance)
     check_storable(body.data, "data")
     runtime = runtime_of(request)
     runtime.registry.get(name, body.version)  # 404 before anything is stored
     tag_request(request, workflow=name)
     key = idempotency_key(request)
-    endpoint = f"start:{name}"
-    digest = b""
+    held: idempotency.Claim | None = None
+    start_key: str | None = None
     if key is not None:  # the request's digest matters only with an Idempotency-Key
+        scope = idempotency.KeyScope(request.ctx.api_key.id, key, f"start:{name}")
         digest = idempotency.request_hash(name, body.model_dump(mode="json"))
-        stored = await idempotency.find(request.app.ctx.db, key, endpoint, digest)
-        if stored is not None:
-            return _replay(stored, replayed=True)
+        claimed = await idempotency.claim(request.app.ctx.db, scope, digest)
+        if isinstance(claimed, idempotency.StoredResponse):
+            return _replay(claimed, replayed=True)
+        held = claimed
+        start_key = _start_key(scope)
+    try:
+        result = await _start(request, name, body, start_key)
+    except BaseException:
+        if held is not None:  # nothing to store: the key may be used again
+            with contextlib.suppress(Exception):  # else the claim's lease runs out
+                await idempotency.release(request.app.ctx.db, held)
+        raise
+    instance = result.instance
+    tag_request(request, instance=str(instance.id))
+    metrics_of(request).transitions.inc(name, "started" if result.created else "duplicate")
+    response = idempotency.StoredResponse(201, orjson.dumps(instance.to_json()))
+    if held is None:
+        return _replay(response, replayed=not result.created, instance_id=str(instance.id))
+    stored = await idempotency.complete(request.app.ctx.db, held, response)
+    if stored is not response:  # a request that took the claim over answered first
+        return _replay(stored, replayed=True)
+    return _replay(response, replayed=not result.created, instance_id=str(instance.id))
+
+
+async def _start(
+    request: Request, name: str, body: StartInstance, start_key: str | None
+) -> StartResult:
+    runtime = runtime_of(request)
     try:
         async with timed(request, "start"):
-            result = await runtime.start(
+            return await runtime.start(
                 name,
                 body.business_key,
                 body.data,
-                idempotency_key=key,
+                idempotency_key=start_key,
                 version=body.version,
                 source="http",
                 request_id=request_id_of(request),
@@ -110,13 +140,12 @@ async def start_instance(request: Request, name: str) -> HTTPResponse:
             FieldError(f"data.{e.path}" if e.path else "data", e.message) for e in exc.field_errors
         ]
         raise PayloadInvalid(str(exc), errors) from None
-    instance = result.instance
-    tag_request(request, instance=str(instance.id))
-    metrics_of(request).transitions.inc(name, "started" if result.created else "duplicate")
-    response = idempotency.StoredResponse(201, orjson.dumps(instance.to_json()))
-    if key is not None:
-        response = await idempotency.remember(request.app.ctx.db, key, endpoint, digest, response)
-    return _replay(response, replayed=not result.created, instance_id=str(instance.id))
+
+
+def _start_key(scope: idempotency.KeyScope) -> str:
+    """The runtime's start key for an HTTP Idempotency-Key: scoped by the API key too, so
+    that neither another client's key nor a Kafka start's CloudEvent id can collide."""
+    return f"http:{scope.api_key_id}:{scope.key}"
 
 
 @bp.get("/<name:str>/instances/<business_key:str>", ctx_scope="read")

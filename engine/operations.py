@@ -42,7 +42,10 @@ async def mark_failed(
         if not rows:
             return Outcome(trigger.event_id, "not_found")
         instance = instance_from_row(rows[0])
-        seen = await conn.fetch(sql.SEEN_EVENTS_AND_LIVE_TIMERS, [trigger.event_id], [])
+        # Event ids are deduplicated per instance: was this one processed for this instance?
+        seen = await conn.fetch(
+            sql.SEEN_EVENTS_AND_LIVE_TIMERS, [instance.id], [trigger.event_id], []
+        )
         if seen:
             return Outcome(trigger.event_id, "duplicate", instance.id)
         now = runtime.clock()
@@ -215,8 +218,13 @@ async def retry(
             to_state=instance.state,
         )
         await conn.fetchrow(sql.APPLY, *writes.params())
-        # The failed event may now be applied again.
-        await conn.execute("delete from inbox where event_id = $1", error["event_id"])
+        # The failed event may now be applied again (to this instance: the inbox is keyed
+        # by instance and event id).
+        await conn.execute(
+            "delete from inbox where instance_id = $1 and event_id = $2",
+            instance.id,
+            error["event_id"],
+        )
     trigger: Trigger
     if error.get("trigger") == "timer" and error.get("timer"):
         timer = error["timer"]

@@ -5,8 +5,10 @@ The shell around the pure step. For a batch of triggers (one HTTP event, or a Ka
 
 1. locks the instances in id order (``SELECT ... FOR UPDATE``: one trigger at a time per
    instance, no deadlocks between batches);
-2. skips event ids already in the inbox (a delivered-again event has no second effect) and
-   timers that were cancelled or fired meanwhile;
+2. skips events already in the inbox (a delivered-again event has no second effect) and
+   timers that were cancelled or fired meanwhile. Event ids are unique per instance: the
+   inbox is keyed by (instance id, event id), so the same id sent to another instance is
+   another event, and no client can block another's events by using their ids first;
 3. runs :func:`engine.decide.decide` for each trigger in order, chaining the snapshots of
    an instance through the batch;
 4. writes the new states, history, inbox, outbox messages and timers with one set-based
@@ -406,22 +408,31 @@ class Runtime:
         targets = await self._targets(conn, triggers)
         instance_ids = sorted({t for t in targets if t})
         timer_ids = [t.timer_id for t in triggers if isinstance(t, TimerFiring)]
+        # Event ids are deduplicated per instance (see statements.LOCK_INSTANCES_WITH_SEEN):
+        # ``seen`` holds the processed (instance id, event id) pairs.
         event_ids = [t.event_id for t in triggers]
         live_timers: set[str] = set()
+        seen: set[tuple[uuid.UUID, str]]
         if timer_ids:
             # Timers need a fresh snapshot taken after the lock: a cancelled timer must
             # not fire (there is no unique index to catch it afterwards).
             lock = sql.LOCK_INSTANCES if wait else sql.LOCK_INSTANCES_SKIP_LOCKED
             rows = await conn.fetch(lock, instance_ids)
-            seen_rows = await conn.fetch(sql.SEEN_EVENTS_AND_LIVE_TIMERS, event_ids, timer_ids)
-            seen = {r["id"] for r in seen_rows if r["kind"] == "e"}
+            seen_rows = await conn.fetch(
+                sql.SEEN_EVENTS_AND_LIVE_TIMERS, targets, event_ids, timer_ids
+            )
+            seen = {(r["instance_id"], r["id"]) for r in seen_rows if r["kind"] == "e"}
             live_timers = {r["id"] for r in seen_rows if r["kind"] == "t"}
         else:
             lock = (
                 sql.LOCK_INSTANCES_WITH_SEEN if wait else sql.LOCK_INSTANCES_WITH_SEEN_SKIP_LOCKED
             )
-            rows = await conn.fetch(lock, instance_ids, event_ids)
-            seen = set(rows[0]["seen"]) if rows else set()
+            rows = await conn.fetch(lock, instance_ids, targets, event_ids)
+            seen = (
+                set(zip(rows[0]["seen_instances"], rows[0]["seen_events"], strict=True))
+                if rows
+                else set()
+            )
         working = {row["id"]: _working(instance_from_row(row)) for row in rows}
         now = self.clock()
         writes = WriteSet(now, self.topics)
@@ -430,7 +441,7 @@ class Runtime:
         decide_started = time.perf_counter()
         for trigger, target in zip(triggers, targets, strict=True):
             event_id = trigger.event_id
-            if event_id in seen:
+            if target is not None and (target, event_id) in seen:
                 results.append(_Result(Outcome(event_id, "duplicate", target)))
                 continue
             current = working.get(target) if target is not None else None
@@ -457,7 +468,7 @@ class Runtime:
                     )
                 )
                 continue
-            seen.add(event_id)
+            seen.add((current.instance.id, event_id))
             results.append(_Result(result))
         for item in working.values():
             if item.changed:

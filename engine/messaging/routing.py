@@ -13,7 +13,8 @@ Pure: no I/O. The rules, derived from the registry (nothing to configure by hand
   instance) starts an instance of that workflow (latest version): business key as above,
   data = ``initial_data_from(data)``, idempotency key = the CloudEvent ``id``, so a
   redelivered start returns the same instance instead of conflicting.
-* **Event id.** The CloudEvent ``id`` is the event id (the inbox deduplicates on it).
+* **Event id.** The CloudEvent ``id`` is the event id (the inbox deduplicates on it,
+  per instance).
   When one message fans out to several workflows (shared topic, a type several
   workflows handle) each delivery gets ``{id}@{workflow}`` so that each takes effect.
 """

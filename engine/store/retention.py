@@ -26,16 +26,19 @@ from engine.store.database import driver_transaction
 
 log = get_logger("conveyor.retention")
 
+# By primary key: an event id alone may name rows of several instances (the inbox is
+# keyed by instance and event id), some of them still within retention.
 PRUNE_INBOX = """
-delete from inbox where event_id in (
-  select event_id from inbox where processed_at < $1 limit $2
+delete from inbox where (instance_id, event_id) in (
+  select instance_id, event_id from inbox where processed_at < $1 limit $2
 )
 """
 
-# Stored HTTP responses for Idempotency-Key live as long as processed event ids.
+# Stored HTTP responses for Idempotency-Key live as long as processed event ids (by
+# primary key: the same key and endpoint may belong to several API keys).
 PRUNE_IDEMPOTENT_RESPONSES = """
-delete from idempotent_responses where (key, endpoint) in (
-  select key, endpoint from idempotent_responses where created_at < $1 limit $2
+delete from idempotent_responses where (api_key_id, key, endpoint) in (
+  select api_key_id, key, endpoint from idempotent_responses where created_at < $1 limit $2
 )
 """
 

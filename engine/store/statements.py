@@ -26,16 +26,30 @@ for update
 # one busy instance never holds up a batch of others.
 LOCK_INSTANCES_SKIP_LOCKED = LOCK_INSTANCES.replace("for update", "for update skip locked")
 
-# The same lock plus "which of these event ids were processed", in one round trip, for
-# batches of events only. Its inbox read uses the statement's snapshot, which may predate
-# a lock wait; an event id committed meanwhile then fails the inbox's unique index at
+# Event ids are deduplicated per instance: the inbox is keyed by (instance_id, event_id),
+# so a redelivery to the same instance is a duplicate while the same id sent to another
+# instance is another event (CloudEvents ids are unique per source only, and no client
+# can squat the ids of another's events). The "seen" reads below take the triggers'
+# (instance id, event id) pairs as two parallel arrays and answer the processed pairs the
+# same way (seen_instances[i], seen_events[i]).
+_SEEN_PAIRS = """
+select i.instance_id, i.event_id from inbox i
+join unnest({instances}::uuid[], {events}::text[]) as k(instance_id, event_id)
+  on i.instance_id = k.instance_id and i.event_id = k.event_id
+"""
+
+# The same lock plus "which of these (instance, event id) pairs were processed", in one
+# round trip, for batches of events only ($1: the instance ids to lock; $2, $3: each
+# trigger's target and event id). Its inbox read uses the statement's snapshot, which may
+# predate a lock wait; a pair committed meanwhile then fails the inbox's primary key at
 # write time, and the runtime retries the batch, which then sees it as a duplicate.
 LOCK_INSTANCES_WITH_SEEN = f"""
-select locked.*,
-       (select coalesce(array_agg(event_id), '{{}}') from inbox
-        where event_id = any($2::text[])) as seen
+select locked.*, seen.seen_instances, seen.seen_events
 from (select {INSTANCE_COLUMNS} from instances where id = any($1::uuid[])
-      order by id for update) as locked
+      order by id for update) as locked,
+     (select coalesce(array_agg(s.instance_id), '{{}}') as seen_instances,
+             coalesce(array_agg(s.event_id), '{{}}') as seen_events
+      from ({_SEEN_PAIRS.format(instances="$2", events="$3")}) as s) as seen
 """
 
 LOCK_INSTANCES_WITH_SEEN_SKIP_LOCKED = LOCK_INSTANCES_WITH_SEEN.replace(
@@ -44,10 +58,13 @@ LOCK_INSTANCES_WITH_SEEN_SKIP_LOCKED = LOCK_INSTANCES_WITH_SEEN.replace(
 
 # Run after the lock is held: in READ COMMITTED this statement's snapshot sees whatever
 # the previous lock holder committed (processed event ids, fired or cancelled timers).
-SEEN_EVENTS_AND_LIVE_TIMERS = """
-select 'e' as kind, event_id as id from inbox where event_id = any($1::text[])
+# ($1, $2: each trigger's target and event id; $3: the timer ids.) Processed pairs come
+# back as kind 'e' with their instance, live timers as kind 't'.
+SEEN_EVENTS_AND_LIVE_TIMERS = f"""
+select 'e' as kind, s.instance_id, s.event_id as id
+from ({_SEEN_PAIRS.format(instances="$1", events="$2")}) as s
 union all
-select 't', id::text from timers where id = any($2::uuid[])
+select 't', instance_id, id::text from timers where id = any($3::uuid[])
 """
 
 RESOLVE_BUSINESS_KEYS = """

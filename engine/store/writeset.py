@@ -23,6 +23,8 @@ from engine.model import Instance
 
 TIMER_NAMESPACE = uuid.UUID("0b8f7a52-2f3e-5c1d-8e1b-6c4a3d2e1f00")
 STATE_CHANGED_NAMESPACE = uuid.UUID("3d1e9c7a-5b2f-5e4d-9a8c-1f2e3d4c5b6a")
+OUTBOUND_NAMESPACE = uuid.UUID("9c2d4e6f-7a8b-5c1d-8e2f-4a6b8c0d2e4f")
+"""Published ids of outbound messages: uuid5(namespace, f"{instance id}/{decided id}")."""
 STATE_CHANGED = "conveyor.instance.state_changed"
 
 REJECTED_PAYLOAD_MAX_BYTES = 4096
@@ -52,7 +54,7 @@ class WriteSet:
         self.topics = topics
         self._updates: dict[uuid.UUID, InstanceUpdate] = {}
         self._history: list[dict[str, Any]] = []
-        self._inbox: list[tuple[str, uuid.UUID | None, str]] = []
+        self._inbox: list[tuple[str, uuid.UUID, str]] = []
         self._outbox: list[dict[str, Any]] = []
         self._timer_sets: dict[tuple[uuid.UUID, str], tuple[str, TimerToSet]] = {}
         self._timer_deletes: set[tuple[uuid.UUID, str]] = set()
@@ -102,14 +104,17 @@ class WriteSet:
             }
         )
 
-    def inbox(self, event_id: str, instance_id: uuid.UUID | None, outcome: str) -> None:
+    def inbox(self, event_id: str, instance_id: uuid.UUID, outcome: str) -> None:
+        """Record that ``event_id`` was processed for ``instance_id``: a later delivery of
+        that id to that instance is a duplicate; the same id for another instance is not."""
         self._inbox.append((event_id, instance_id, outcome))
 
     def set_timer(self, instance_id: uuid.UUID, event_id: str, timer: TimerToSet) -> None:
-        """Set (or reset) a timer; its id derives from the event that set it."""
+        """Set (or reset) a timer; its id derives from the instance and the event that set
+        it (event ids are unique per instance only, so the instance is part of the name)."""
         key = (instance_id, timer.name)
         self._timer_deletes.discard(key)
-        timer_id = name_id(TIMER_NAMESPACE, f"{event_id}/{timer.name}")
+        timer_id = name_id(TIMER_NAMESPACE, f"{instance_id}/{event_id}/{timer.name}")
         self._timer_sets[key] = (timer_id, timer)
 
     def cancel_timer(self, instance_id: uuid.UUID, name: str) -> None:
@@ -120,18 +125,24 @@ class WriteSet:
     def publish(
         self, instance: Instance, messages: Sequence[OutboundMessage], request_id: str | None
     ) -> None:
-        """Queue a workflow's outbound events and commands (CloudEvents, structured mode)."""
+        """Queue a workflow's outbound events and commands (CloudEvents, structured mode).
+
+        A decision names its messages after its trigger's event id, which is unique per
+        instance only: the published id adds the instance (see ``OUTBOUND_NAMESPACE``), so
+        two instances handling the same event id publish distinct messages.
+        """
         for message in messages:
             topic = message.topic or (
                 self.topics.commands if message.kind == "command" else self.topics.events
             )
+            message_id = name_id(OUTBOUND_NAMESPACE, f"{instance.id}/{message.message_id}")
             self._queue(
-                message.message_id,
+                message_id,
                 instance.id,
                 topic,
                 instance.business_key,
                 CloudEvent(
-                    id=message.message_id,
+                    id=message_id,
                     source=f"conveyor/{instance.workflow}/v{instance.version}",
                     type=message.type,
                     subject=instance.business_key,

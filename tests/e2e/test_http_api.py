@@ -349,12 +349,28 @@ async def test_event_errors_for_missing_instance_bad_id_and_bad_body(
     assert_problem(await client.post(url, content=b"[1,", headers={"content-type": "x"}), 400)
 
 
-async def test_event_id_used_for_another_instance_is_409(client: httpx.AsyncClient) -> None:
+async def test_event_ids_are_unique_per_instance_so_nobody_can_squat_them(
+    client: httpx.AsyncClient,
+) -> None:
     a, b = await start_order(client), await start_order(client)
     event = {"type": "payment.initiated", "payload": {"payment_id": "p", "provider": "x"}}
-    await client.post(f"/v1/instances/{a['id']}/events", json={**event, "id": "shared"})
-    response = await client.post(f"/v1/instances/{b['id']}/events", json={**event, "id": "shared"})
-    assert_problem(response, 409)
+    url_a, url_b = f"/v1/instances/{a['id']}/events", f"/v1/instances/{b['id']}/events"
+    # Used first on A, in an event A refuses (409): B's event of that id still applies.
+    squat = {"type": "order.packed", "id": "shared"}
+    assert_problem(await client.post(url_a, json=squat), 409)
+    applied = await client.post(url_b, json={**event, "id": "shared"})
+    assert applied.status_code == 200, applied.text
+    assert applied.json()["outcome"]["status"] == "applied"
+    assert applied.json()["instance"]["state"] == "payment_pending"
+    # Redeliveries to the same instance are still duplicates, each answered as before.
+    again = await client.post(url_b, json={**event, "id": "shared"})
+    assert (again.status_code, again.json()["outcome"]["status"]) == (200, "duplicate")
+    assert again.json()["outcome"]["original_status"] == "applied"
+    assert "rejected before" in assert_problem(await client.post(url_a, json=squat), 409)["detail"]
+    # An id applied on one instance applies on another too.
+    c = await start_order(client)
+    other = await client.post(f"/v1/instances/{c['id']}/events", json={**event, "id": "shared"})
+    assert other.json()["outcome"]["status"] == "applied", other.text
 
 
 # ---------------------------------------------------------------- history, cancel, retry

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
@@ -17,9 +18,10 @@ async def test_prune_deletes_only_rows_past_their_retention(db: AsyncEngine) -> 
         for i, age in enumerate([1, 10, 20, 30]):
             await conn.execute(
                 text(
-                    "insert into inbox (event_id, outcome, processed_at) values (:e, 'applied', :t)"
+                    "insert into inbox (instance_id, event_id, outcome, processed_at)"
+                    " values (:i, :e, 'applied', :t)"
                 ),
-                {"e": f"e{i}", "t": NOW - timedelta(days=age)},
+                {"i": uuid.uuid4(), "e": f"e{i}", "t": NOW - timedelta(days=age)},
             )
         for i, published in enumerate([None, NOW - timedelta(hours=1), NOW - timedelta(days=3)]):
             await conn.execute(
@@ -32,10 +34,11 @@ async def test_prune_deletes_only_rows_past_their_retention(db: AsyncEngine) -> 
         for key, age in (("old", 20), ("new", 1)):
             await conn.execute(
                 text(
-                    "insert into idempotent_responses (key, endpoint, request_hash, status, body,"
-                    " created_at) values (:k, 'start:order', '\\x00', 201, '\\x00', :t)"
+                    "insert into idempotent_responses (api_key_id, key, endpoint, request_hash,"
+                    " status, body, created_at)"
+                    " values (:a, :k, 'start:order', '\\x00', 201, '\\x00', :t)"
                 ),
-                {"k": key, "t": NOW - timedelta(days=age)},
+                {"a": uuid.uuid4(), "k": key, "t": NOW - timedelta(days=age)},
             )
     pruned = await prune(
         db,
@@ -53,3 +56,39 @@ async def test_prune_deletes_only_rows_past_their_retention(db: AsyncEngine) -> 
     async with db.connect() as conn:
         keys = (await conn.execute(text("select key from idempotent_responses"))).scalars().all()
     assert keys == ["new"]
+
+
+async def test_prune_deletes_an_old_event_id_of_one_instance_only(db: AsyncEngine) -> None:
+    """Event ids are unique per instance: an old row does not take a fresh one of the same
+    id for another instance with it, nor an old stored response another API key's."""
+    old, fresh = uuid.uuid4(), uuid.uuid4()
+    async with db.begin() as conn:
+        for instance_id, age in ((old, 30), (fresh, 1)):
+            await conn.execute(
+                text(
+                    "insert into inbox (instance_id, event_id, outcome, processed_at)"
+                    " values (:i, 'same', 'applied', :t)"
+                ),
+                {"i": instance_id, "t": NOW - timedelta(days=age)},
+            )
+            await conn.execute(
+                text(
+                    "insert into idempotent_responses (api_key_id, key, endpoint, request_hash,"
+                    " status, body, created_at)"
+                    " values (:a, 'same', 'start:order', '\\x00', 201, '\\x00', :t)"
+                ),
+                {"a": instance_id, "t": NOW - timedelta(days=age)},
+            )
+    pruned = await prune(
+        db, now=NOW, inbox_retention=timedelta(days=14), outbox_retention=timedelta(hours=24)
+    )
+    assert (pruned.inbox, pruned.idempotent_responses) == (1, 1)
+    async with db.connect() as conn:
+        inbox = (await conn.execute(text("select instance_id from inbox"))).scalars().all()
+        stored = (
+            (await conn.execute(text("select api_key_id from idempotent_responses")))
+            .scalars()
+            .all()
+        )
+    assert inbox == [fresh]
+    assert stored == [fresh]
