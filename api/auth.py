@@ -58,15 +58,26 @@ class KeyCache:
 
 
 def presented_key(request: Request) -> str | None:
+    """The key from ``Authorization: Bearer`` or ``X-API-Key``; None when neither is given.
+
+    Keys are ASCII: anything else (Sanic hands over bytes that are not UTF-8 as surrogate
+    escapes) is refused here with a 401, before it is hashed or logged.
+    """
     header = request.headers.get("authorization")
     if header:
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             token: str = value.strip()
-            return token
+            return _ascii_key(token)
         return None
     key: str | None = request.headers.get("x-api-key") or None
-    return key
+    return None if key is None else _ascii_key(key)
+
+
+def _ascii_key(secret: str) -> str:
+    if not secret.isascii():
+        raise Unauthenticated("the API key is malformed: API keys are ASCII")
+    return secret
 
 
 def needed_scope(request: Request) -> Scope | None:

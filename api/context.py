@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -46,7 +47,9 @@ async def timed(request: Request, operation: str) -> AsyncIterator[None]:
 
 def check_storable(value: Any, path: str) -> None:
     """Refuse JSON values PostgreSQL's jsonb or our encoder cannot hold: strings with NUL
-    characters and integers beyond 64 bits. Raises PayloadInvalid naming the field."""
+    characters, integers beyond 64 bits, and numbers that are not finite (``1e400``
+    overflows a float to infinity; ``NaN`` and ``Infinity`` are not JSON at all, though
+    the parser takes them). Raises PayloadInvalid naming the field."""
     problem = _first_unstorable(value, path)
     if problem is not None:
         from engine.decide import FieldError
@@ -58,7 +61,11 @@ def check_storable(value: Any, path: str) -> None:
 def _first_unstorable(value: Any, path: str) -> tuple[str, str] | None:
     if isinstance(value, str):
         return (path, "strings must not contain NUL (\\u0000)") if "\x00" in value else None
-    if isinstance(value, bool | float) or value is None:
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return None
+        return (path, "numbers must be finite: this one is NaN, Infinity or beyond a 64-bit float")
+    if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int):
         return None if -INT64 <= value < INT64 else (path, "integers must fit in 64 bits")

@@ -15,7 +15,7 @@ from api.context import check_storable, json_response, metrics_of, runtime_of, t
 from api.idempotency import HEADER as IDEMPOTENCY_HEADER
 from api.schemas import CancelInstance, HistoryQuery, InstanceQuery, SendEvent
 from api.tracing import request_id_of, tag_request
-from api.validation import parse_body, parse_query, parse_uuid
+from api.validation import header_text, parse_body, parse_query, parse_uuid
 from engine.decide import Rejection
 from engine.errors import ConveyorError, InstanceNotFound, InvalidRequest
 from engine.model import Event, Outcome
@@ -103,6 +103,8 @@ async def send_event(request: Request, instance_id: str) -> HTTPResponse:
     header_id = request.headers.get(IDEMPOTENCY_HEADER)
     if header_id is not None and (not header_id or len(header_id) > 200 or "\x00" in header_id):
         raise InvalidRequest(f"{IDEMPOTENCY_HEADER} must be 1 to 200 characters")
+    if header_id is not None:
+        header_id = header_text(header_id, IDEMPOTENCY_HEADER)
     if body.id is not None and header_id is not None and body.id != header_id:
         raise InvalidRequest(f"the body's id and the {IDEMPOTENCY_HEADER} header differ")
     event_id = body.id or header_id or uuid.uuid4().hex

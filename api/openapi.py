@@ -40,6 +40,7 @@ _STATUS_TEXT = {
     404: "No such workflow or instance",
     409: "Conflict with the instance's current state",
     413: "The request body is too large",
+    415: "The request body is not JSON by its Content-Type (none is taken as JSON)",
     422: "The body fails validation; `errors` names each field",
     503: "PostgreSQL is unavailable",
 }
@@ -237,7 +238,7 @@ def document(title: str, version: str) -> dict[str, Any]:
                         "Started (or, with a reused Idempotency-Key, the original response)",
                         Location="The new instance's URL",
                     ),
-                    **_problems(404, 409, 422),
+                    **_problems(404, 409, 415, 422),
                 },
                 parameters=[NAME, IDEMPOTENCY],
                 body=_body("StartInstance"),
@@ -250,7 +251,13 @@ def document(title: str, version: str) -> dict[str, Any]:
                 "workflows",
                 "read",
                 {"200": _json("InstanceOut", "The instance"), **_problems(404)},
-                parameters=[NAME, _path_param("business_key", "Business key")],
+                parameters=[
+                    NAME,
+                    _path_param(
+                        "business_key",
+                        "Business key, percent-encoded as one path segment (%2F for /)",
+                    ),
+                ],
                 operation_id="findInstance",
             )
         },
@@ -310,7 +317,7 @@ def document(title: str, version: str) -> dict[str, Any]:
                         "A workflow action failed: the instance is failed "
                         "and the event is applied again by a retry",
                     ),
-                    **_problems(404, 409, 422),
+                    **_problems(404, 409, 415, 422),
                 },
                 parameters=[INSTANCE, IDEMPOTENCY],
                 body=_body("SendEvent"),
@@ -327,8 +334,9 @@ def document(title: str, version: str) -> dict[str, Any]:
                     INSTANCE,
                     _query(
                         "cursor",
-                        {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
-                        "The last history id already seen",
+                        {"type": "string", "pattern": schemas.DIGITS},
+                        "The last history id already seen, in decimal digits (next_cursor "
+                        "of the previous page); at most 9223372036854775807",
                     ),
                     _query(
                         "limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "Page size"
@@ -344,7 +352,7 @@ def document(title: str, version: str) -> dict[str, Any]:
                 "admin",
                 {
                     "200": _json("InstanceOut", "Cancelled (or already cancelled)"),
-                    **_problems(404, 409, 422),
+                    **_problems(404, 409, 415, 422),
                 },
                 parameters=[INSTANCE],
                 body=_body("CancelInstance", required=False),

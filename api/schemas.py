@@ -7,15 +7,60 @@ answer against.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator
+from pydantic_core import PydanticCustomError
 
 from engine.model import InstanceStatus
 
 NO_NUL = r"^[^\x00]*$"
 """PostgreSQL text cannot hold NUL characters."""
+
+DIGITS = r"^[0-9]{1,19}$"
+"""A non-negative integer written in decimal digits (a history id)."""
+_DIGITS = re.compile(r"[0-9]{1,19}")
+_DATE_TIME_START = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}")
+
+
+def _date_time(value: object) -> datetime:
+    """An ISO 8601 / RFC 3339 date-time string (nothing else: no Unix times, no bare
+    dates), as an aware datetime in UTC; without an offset it is taken as UTC. Refused
+    when it leaves the datetime range once converted to UTC (``0001-01-01T00:00+14:00``)."""
+    if not isinstance(value, str) or not _DATE_TIME_START.match(value):
+        raise PydanticCustomError(
+            "date_time_format", "must be an ISO 8601 date-time such as 2026-01-31T12:00:00Z"
+        )
+    try:
+        parsed = datetime.fromisoformat(value.upper())  # RFC 3339 allows "t" and "z"
+    except ValueError:
+        raise PydanticCustomError(
+            "date_time_format", "must be a valid ISO 8601 date-time such as 2026-01-31T12:00:00Z"
+        ) from None
+    if parsed.utcoffset() is None:
+        return parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError(
+            "date_time_range", "is out of range once converted to UTC"
+        ) from None
+
+
+DateTimeParam = Annotated[datetime, PlainValidator(_date_time)]
+"""A date-time query parameter: ISO 8601 only, aware, in range in UTC."""
+
+
+def _digits(value: object) -> object:
+    if isinstance(value, str) and not _DIGITS.fullmatch(value):
+        raise PydanticCustomError("digits", "must be a string of decimal digits")
+    return value
+
+
+DigitsParam = Annotated[int, BeforeValidator(_digits)]
+"""An integer query parameter written as digits only (no sign, spaces, "_" or decimals)."""
 
 
 class RequestBody(BaseModel):
@@ -68,10 +113,10 @@ class InstanceQuery(BaseModel):
     state: str | None = Field(None, min_length=1, max_length=200, pattern=NO_NUL)
     status: InstanceStatus | None = None
     business_key_prefix: str | None = Field(None, min_length=1, max_length=200, pattern=NO_NUL)
-    created_after: datetime | None = None
-    created_before: datetime | None = None
-    updated_after: datetime | None = None
-    updated_before: datetime | None = None
+    created_after: DateTimeParam | None = None
+    created_before: DateTimeParam | None = None
+    updated_after: DateTimeParam | None = None
+    updated_before: DateTimeParam | None = None
     limit: int = Field(50, ge=1, le=500)
     cursor: str | None = Field(None, min_length=1, max_length=500, pattern=NO_NUL)
 
@@ -79,8 +124,12 @@ class InstanceQuery(BaseModel):
 class HistoryQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    cursor: int = Field(
-        0, ge=0, le=2**63 - 1, description="The id of the last history entry already seen."
+    cursor: DigitsParam = Field(
+        0,
+        ge=0,
+        le=2**63 - 1,
+        description="The id of the last history entry already seen, as a string of digits "
+        "(the previous page's next_cursor).",
     )
     limit: int = Field(100, ge=1, le=1000)
 

@@ -13,7 +13,7 @@ from api import idempotency
 from api.context import check_storable, json_response, metrics_of, runtime_of, timed
 from api.schemas import StartInstance, VersionQuery
 from api.tracing import request_id_of, tag_request
-from api.validation import parse_body, parse_query
+from api.validation import header_text, parse_body, parse_query, path_segment
 from engine.decide import FieldError
 from engine.errors import InstanceNotFound, InvalidRequest, PayloadInvalid
 from engine.introspect import describe, mermaid
@@ -150,9 +150,11 @@ def _start_key(scope: idempotency.KeyScope) -> str:
 
 @bp.get("/<name:str>/instances/<business_key:str>", ctx_scope="read")
 async def find_instance(request: Request, name: str, business_key: str) -> HTTPResponse:
-    """The instance of ``name`` with ``business_key``."""
+    """The instance of ``name`` with ``business_key``, percent-encoded in the path as one
+    segment (``a%2Fb`` for ``a/b``, ``z%C3%BCrich`` for ``zürich``)."""
     runtime = runtime_of(request)
     runtime.registry.get(name)
+    business_key = path_segment(business_key, "business key")
     if "\x00" in business_key:
         raise InstanceNotFound(f"no {name} instance with business key {business_key!r}")
     instance = await runtime.find(name, business_key)
@@ -168,7 +170,7 @@ def idempotency_key(request: Request) -> str | None:
         raise InvalidRequest(
             f"{idempotency.HEADER} must be 1 to {idempotency.MAX_KEY_LENGTH} characters"
         )
-    return key
+    return header_text(key, idempotency.HEADER)
 
 
 def _replay(

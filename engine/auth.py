@@ -66,7 +66,9 @@ class CreatedKey:
 
 
 def hash_key(secret: str) -> bytes:
-    return hashlib.sha256(secret.encode()).digest()
+    # surrogatepass: a header that was not UTF-8 arrives with lone surrogates; hashing it
+    # must not raise (it matches no key: stored keys are ASCII, encoded alike either way).
+    return hashlib.sha256(secret.encode(errors="surrogatepass")).digest()
 
 
 def parse_scopes(value: str | Iterable[str]) -> tuple[Scope, ...]:

@@ -9,7 +9,7 @@ import base64
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -149,9 +149,41 @@ def _encode_cursor(created_at: datetime, instance_id: uuid.UUID) -> str:
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """``cursor`` back to (created_at, id); InvalidRequest naming the cursor for anything
+    that is not what :func:`_encode_cursor` makes: base64url of ``[aware ISO 8601
+    date-time, UUID]`` whose time stays in range once in UTC."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, last_id = orjson.loads(raw)
-        return datetime.fromisoformat(created), uuid.UUID(last_id)
-    except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
-        raise InvalidRequest(f"invalid cursor {cursor!r}") from exc
+        value = orjson.loads(raw)
+    except ValueError:  # binascii.Error and orjson.JSONDecodeError are ValueErrors
+        raise _bad_cursor(cursor, "not base64url of JSON") from None
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not isinstance(value[0], str)
+        or not isinstance(value[1], str)
+    ):
+        raise _bad_cursor(cursor, "not a [date-time, id] pair")
+    created_text, id_text = value
+    try:
+        created = datetime.fromisoformat(created_text)
+    except ValueError:
+        raise _bad_cursor(cursor, "its time is not an ISO 8601 date-time") from None
+    if created.utcoffset() is None:
+        raise _bad_cursor(cursor, "its time has no UTC offset")
+    try:
+        created = created.astimezone(UTC)
+    except OverflowError:
+        raise _bad_cursor(cursor, "its time is out of range") from None
+    try:
+        last_id = uuid.UUID(id_text)
+    except ValueError:
+        raise _bad_cursor(cursor, "its id is not a UUID") from None
+    return created, last_id
+
+
+def _bad_cursor(cursor: str, reason: str) -> InvalidRequest:
+    shown = cursor if len(cursor) <= 80 else cursor[:80] + "..."
+    return InvalidRequest(
+        f"invalid cursor {shown!r}: {reason}; pass next_cursor from a previous page unchanged"
+    )
