@@ -24,6 +24,9 @@ from engine.store.queries import InstanceFilter
 
 bp = Blueprint("instances", url_prefix="/v1/instances")
 
+# Outcomes answered 202: the event is kept and will be (re)applied later, not now.
+ACCEPTED_NOT_APPLIED = frozenset({"failed", "retrying", "parked"})
+
 # How each rejection reason answers: 409 for "not now", 422 for "never like this".
 REJECTION_STATUS = {
     "not_allowed": 409,
@@ -93,9 +96,12 @@ async def get_instance(request: Request, instance_id: str) -> HTTPResponse:
 
 @bp.post("/<instance_id:str>/events", ctx_scope="write")
 async def send_event(request: Request, instance_id: str) -> HTTPResponse:
-    """Apply an event now. 200 applied or duplicate; 202 when the workflow's action failed
-    (the instance is failed and the event is applied again by a retry); 409 when not
-    allowed in the current state; 422 when the payload fails its schema. Event ids are
+    """Apply an event now. 200 applied or duplicate; 202 accepted but not applied yet: the
+    workflow's action failed and will be retried by a timer (``retrying``), or the
+    instance is retrying an earlier step and the event waits behind it (``parked``), or
+    the last attempt failed the instance (``failed``, applied again by an operator's
+    retry); 409 when not allowed in the current state; 422 when the payload fails its
+    schema. Event ids are
     unique per instance (see ``_first_delivery``)."""
     target = parse_uuid(instance_id)
     body = parse_body(request, SendEvent)
@@ -133,7 +139,7 @@ async def send_event(request: Request, instance_id: str) -> HTTPResponse:
     original = None
     if outcome.status == "duplicate":
         outcome, original = await _first_delivery(request, target, outcome)
-    status = 202 if outcome.status == "failed" else 200
+    status = 202 if outcome.status in ACCEPTED_NOT_APPLIED else 200
     return json_response(
         {"outcome": _outcome_json(outcome, original), "instance": instance.to_json()}, status
     )
@@ -171,7 +177,8 @@ async def cancel_instance(request: Request, instance_id: str) -> HTTPResponse:
 
 @bp.post("/<instance_id:str>/retry", ctx_scope="admin")
 async def retry_instance(request: Request, instance_id: str) -> HTTPResponse:
-    """Operator: re-activate a failed instance and re-apply the event that failed it."""
+    """Operator: re-activate a failed (or hurry a retrying) instance, re-apply the event
+    that failed it, then the events parked behind it."""
     target = parse_uuid(instance_id)
     tag_request(request, instance=str(target))
     runtime = runtime_of(request)
@@ -179,7 +186,7 @@ async def retry_instance(request: Request, instance_id: str) -> HTTPResponse:
         outcome = await runtime.retry(target, request_id=request_id_of(request))
     instance = await runtime.get(target)
     metrics_of(request).transitions.inc(instance.workflow, f"retry_{outcome.status}")
-    status = 202 if outcome.status == "failed" else 200
+    status = 202 if outcome.status in ACCEPTED_NOT_APPLIED else 200
     return json_response(
         {"outcome": _outcome_json(outcome, None), "instance": instance.to_json()}, status
     )

@@ -314,8 +314,10 @@ def document(title: str, version: str) -> dict[str, Any]:
                     "200": _json("EventResult", "Applied, or a duplicate of an applied event"),
                     "202": _json(
                         "EventResult",
-                        "A workflow action failed: the instance is failed "
-                        "and the event is applied again by a retry",
+                        "Kept, not applied yet: a workflow action failed and a timer "
+                        "retries it (retrying), the event waits behind an earlier "
+                        "step's retry (parked), or the last attempt failed the "
+                        "instance (failed; an operator's retry applies it)",
                     ),
                     **_problems(404, 409, 415, 422),
                 },
@@ -366,7 +368,10 @@ def document(title: str, version: str) -> dict[str, Any]:
                 "admin",
                 {
                     "200": _json("EventResult", "Re-activated; the failed event was applied"),
-                    "202": _json("EventResult", "Re-activated, but the event failed again"),
+                    "202": _json(
+                        "EventResult",
+                        "Re-activated, but the event failed again (retrying, or failed)",
+                    ),
                     **_problems(404, 409),
                 },
                 parameters=[INSTANCE],

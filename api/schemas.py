@@ -186,7 +186,7 @@ class HistoryPage(BaseModel):
 
 class OutcomeOut(BaseModel):
     event_id: str
-    status: Literal["applied", "duplicate", "failed", "rejected"]
+    status: Literal["applied", "duplicate", "failed", "rejected", "retrying", "parked"]
     original_status: str | None = Field(
         description="For a duplicate: what the first delivery of this event id did."
     )

@@ -14,6 +14,7 @@ from engine.decide import Rejection
 
 class InstanceStatus(StrEnum):
     ACTIVE = "active"
+    RETRYING = "retrying"  # a step failed; a timer fires its next attempt (engine.retries)
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -98,6 +99,8 @@ OutcomeStatus = Literal[
     "not_found",  # no such instance
     "stale",  # a timer that was cancelled or already fired
     "failed",  # an action raised; after the retry policy, the instance is marked failed
+    "retrying",  # an action raised; the instance is retrying and a timer fires the next try
+    "parked",  # the instance is retrying: the event waits, in order, for the retry
     "deferred",  # not attempted: an earlier event for the instance failed in this batch
 ]
 

@@ -147,6 +147,8 @@ def configure_sentry(settings: Settings, *, component: str) -> bool:
         traces_sample_rate=settings.sentry_traces_sample_rate,
         integrations=[SanicIntegration(), AsyncioIntegration(), SqlalchemyIntegration()],
         send_default_pii=False,
+        # Frames' local variables hold instance data and payloads: never send them.
+        include_local_variables=False,
     )
     sentry_sdk.set_tag("component", component)
     return True

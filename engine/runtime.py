@@ -23,18 +23,18 @@ operator's :meth:`Runtime.retry` re-applies the failed event.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Protocol
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine import operations
+from engine import operations, retries
 from engine.batching import GroupCommit
 from engine.decide import (
     ActionFailed,
@@ -151,7 +151,6 @@ class Runtime:
         *,
         topic_prefix: str = "conveyor",
         clock: Clock = utc_now,
-        sleep: Callable[[float], Any] = asyncio.sleep,
         send_concurrency: int = 4,
         observer: RuntimeObserver | None = None,
     ) -> None:
@@ -160,7 +159,6 @@ class Runtime:
         self.topics = Topics(topic_prefix)
         self.clock = clock
         self.observer = observer
-        self._sleep = sleep
         self._reads: GroupCommit[uuid.UUID, Instance | None] = GroupCommit(
             self._get_many, max_batch=500, concurrency=send_concurrency
         )
@@ -329,8 +327,30 @@ class Runtime:
         return await self._apply_all(events)
 
     async def fire_timers(self, firings: Sequence[TimerFiring]) -> list[Outcome]:
-        """Fire due timers through the same path as events; the timer id is the event id."""
-        return await self._apply_all(firings)
+        """Fire due timers through the same path as events; the timer id is the event id.
+
+        A retry timer (:data:`engine.retries.RETRY_TIMER`) resumes its retrying instance:
+        the failed trigger's next attempt, then the events parked behind it.
+        """
+        due = [f for f in firings if f.name != retries.RETRY_TIMER]
+        outcomes = dict(zip(due, await self._apply_all(due), strict=True)) if due else {}
+        for firing in firings:
+            if firing.name == retries.RETRY_TIMER:
+                outcomes[firing] = await self._with_conflict_retries(
+                    partial(retries.fire, self, firing)
+                )
+        return [outcomes[f] for f in firings]
+
+    async def _with_conflict_retries(
+        self, transaction: Callable[[], Awaitable[Outcome]]
+    ) -> Outcome:
+        for attempt in range(TRANSACTION_ATTEMPTS):
+            try:
+                return await transaction()
+            except TRANSIENT_ERRORS:
+                if attempt == TRANSACTION_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     async def _apply_all(self, triggers: Sequence[Trigger]) -> list[Outcome]:
         """One transaction for the batch, then, in order, its failed and deferred triggers
@@ -350,23 +370,19 @@ class Runtime:
         return outcomes
 
     async def _retry_failed(self, trigger: Trigger, failure: ActionFailed) -> Outcome:
+        """Retry a failed trigger at once while its policy's backoff is zero; then let the
+        instance wait as ``retrying`` for a timer (nobody sleeps), or fail it after the
+        last attempt (:mod:`engine.retries`)."""
         attempt = 1
-        while attempt < failure.retry.attempts:
-            delay = failure.retry.backoff(attempt).total_seconds()
-            log.warning(
-                "action failed; retrying",
-                event_id=trigger.event_id,
-                attempt=attempt,
-                delay=delay,
-                error=str(failure),
-            )
-            await self._sleep(delay)
+        while attempt < failure.retry.attempts and not failure.retry.backoff(attempt):
             attempt += 1
             (result,) = await self._apply([trigger])
             if result.failure is None:
                 return result.outcome
             failure = result.failure
-        return await operations.mark_failed(self, trigger, failure, attempt)
+        return await self._with_conflict_retries(
+            partial(retries.schedule, self, trigger, failure, attempt)
+        )
 
     # ------------------------------------------------------------------ the batch
 
@@ -437,6 +453,7 @@ class Runtime:
         now = self.clock()
         writes = WriteSet(now, self.topics)
         blocked: set[uuid.UUID] = set()
+        parked: list[dict[str, Any]] = []  # events for retrying instances wait in order
         results: list[_Result] = []
         decide_started = time.perf_counter()
         for trigger, target in zip(triggers, targets, strict=True):
@@ -456,6 +473,9 @@ class Runtime:
                 continue
             if isinstance(trigger, TimerFiring) and event_id not in live_timers:
                 results.append(_Result(Outcome(event_id, "stale", target)))
+                continue
+            if current.status is InstanceStatus.RETRYING:
+                results.append(_Result(_behind_retry(current, trigger, parked)))
                 continue
             try:
                 result = await self._decide_one(writes, current, trigger, now)
@@ -489,6 +509,7 @@ class Runtime:
             if timing is not None:
                 timing.write_started = time.perf_counter()
             await conn.fetchrow(sql.APPLY, *writes.params())
+        await retries.write_parked(conn, parked, now)
         return results
 
     async def _targets(
@@ -678,7 +699,8 @@ class Runtime:
         return await operations.cancel(self, instance_id, reason=reason, request_id=request_id)
 
     async def retry(self, instance_id: uuid.UUID, *, request_id: str | None = None) -> Outcome:
-        """Re-activate a failed instance and re-apply the event that failed it."""
+        """Re-activate a failed (or hurry a retrying) instance: re-apply the trigger that
+        failed it, then the events parked behind it (see :mod:`engine.retries`)."""
         return await operations.retry(self, instance_id, request_id=request_id)
 
     # ------------------------------------------------------------------ queries
@@ -708,6 +730,23 @@ class Runtime:
     ) -> Page:
         """Instances matching ``filters``, newest first, by keyset pagination."""
         return await queries.list_instances(self.engine, filters, limit=limit, cursor=cursor)
+
+
+def _behind_retry(current: _Working, trigger: Trigger, parked: list[dict[str, Any]]) -> Outcome:
+    """A trigger for an instance that is retrying a failed step waits for that step: an
+    event is parked (applied in order after the retry), the failed trigger itself
+    delivered again changes nothing, and a timer fires again once its scheduler's lease
+    runs out."""
+    instance = current.instance
+    error = instance.error or {}
+    if trigger.event_id == error.get("event_id"):
+        return Outcome(
+            trigger.event_id, "retrying", instance.id, current.state, error=error.get("error")
+        )
+    if isinstance(trigger, TimerFiring):
+        return Outcome(trigger.event_id, "deferred", instance.id)
+    parked.append(retries.park(instance, trigger))
+    return Outcome(trigger.event_id, "parked", instance.id, current.state)
 
 
 def _snapshot_of(current: _Working, now: datetime | None) -> Instance:

@@ -18,6 +18,9 @@ from engine.errors import DefinitionError
 if TYPE_CHECKING:
     from engine.dsl import Action, Guard, RetryPolicy, Workflow
 
+RESERVED_TIMER_PREFIX = "conveyor."
+"""Timer names Conveyor keeps for itself (``conveyor.retry`` fires durable retries)."""
+
 
 @dataclass(frozen=True, slots=True)
 class TimerSpec:
@@ -214,6 +217,12 @@ def compile_workflow(cls: type[Workflow[Any]]) -> WorkflowSpec:
                 source = sources[0]
                 if timer.delay <= timedelta(0):
                     raise fail(f"timer '{timer.name}' needs a positive delay", source)
+                if timer.name.startswith(RESERVED_TIMER_PREFIX):
+                    raise fail(
+                        f"timer name '{timer.name}' is reserved: names starting with "
+                        f"'{RESERVED_TIMER_PREFIX}' are Conveyor's own (its retry timer)",
+                        source,
+                    )
                 if any(t.name == timer.name for t in timers[source]):
                     raise fail(f"duplicate timer name '{timer.name}'", source)
                 timers[source].append(TimerSpec(timer.name, source, timer.delay, group_name))

@@ -45,7 +45,7 @@ class Counter(Workflow[CounterData]):
     name = "test.counter"
     version = 1
     data_schema = CounterData
-    events = {"counter.tick": Tick, "counter.label": Label}
+    events = {"counter.tick": Tick, "counter.label": Label, "counter.slow_label": Label}
 
     open = State("Counting", initial=True)
     labelled = State("Labelled")
@@ -56,6 +56,14 @@ class Counter(Workflow[CounterData]):
         labelled,
         action=explode,
         retry=RetryPolicy(attempts=3, initial_backoff=timedelta(0), max_backoff=timedelta(0)),
+    )
+    # The same failing action with a real backoff: retried durably, by a timer.
+    slow_label = open.on("counter.slow_label").to(
+        labelled,
+        action=explode,
+        retry=RetryPolicy(
+            attempts=3, initial_backoff=timedelta(seconds=30), max_backoff=timedelta(minutes=5)
+        ),
     )
     close = open.on("counter.close").to(closed)
     idle = open.after(timedelta(hours=1), name="idle").to(closed)

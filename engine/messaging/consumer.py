@@ -554,6 +554,10 @@ class EventConsumer:
                 return Unroutable("invalid_payload", rejection.message)
         elif status == "failed":
             metrics.failed += 1
+        elif status == "retrying":
+            metrics.retrying += 1  # the instance waits for its retry timer; not dead
+        elif status == "parked":
+            metrics.parked += 1  # applied after the instance's retry, in order
         elif status == "stale":
             metrics.stale += 1
         elif status == "not_found":

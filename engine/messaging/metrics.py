@@ -20,6 +20,8 @@ class WorkerMetrics:
     duplicates: int = 0  # events (or starts) seen before: no effect
     rejected: int = 0  # refused by the state machine, recorded in history
     failed: int = 0  # an action kept raising: the instance was marked failed
+    retrying: int = 0  # an action raised: the instance waits for a retry timer
+    parked: int = 0  # events for a retrying instance, waiting behind its retry
     stale: int = 0
     dead_lettered: Counter[str] = field(default_factory=Counter)  # by reason
     commit_failures: int = 0  # Kafka offset commits that failed (rebalance): redelivered
@@ -48,6 +50,8 @@ class WorkerMetrics:
             "duplicates": self.duplicates,
             "rejected": self.rejected,
             "failed": self.failed,
+            "retrying": self.retrying,
+            "parked": self.parked,
             "stale": self.stale,
             "dead_lettered": dict(self.dead_lettered),
             "dead_lettered_total": sum(self.dead_lettered.values()),

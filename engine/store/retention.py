@@ -48,7 +48,6 @@ delete from outbox where id in (
 )
 """
 
-
 # The history of instances that ended (completed or cancelled: they never change again,
 # so updated_at is when they ended) before $1. A keyset walk over the partial index
 # instances_ended (migration 0004) in (updated_at, id) order: one page of $4 instances

@@ -153,6 +153,56 @@ class WriteSet:
                 request_id,
             )
 
+    def status_change(
+        self,
+        instance: Instance,
+        *,
+        status: str,
+        error: Mapping[str, Any] | None,
+        event_id: str,
+        event_type: str,
+        source: str,
+        payload: Mapping[str, Any],
+        outcome: str,
+        reason: str | None,
+        request_id: str | None,
+        to_state: str | None,
+        transition: str | None = None,
+    ) -> int:
+        """Queue a status change that takes no transition (retrying, failed, cancelled,
+        active again): the instance row, its history entry and the ``state_changed``
+        message. Returns the new revision."""
+        revision = instance.revision + 1
+        self.update(
+            instance.id,
+            InstanceUpdate(instance.state, instance.data, status, revision, None, error),
+        )
+        self.history(
+            instance.id,
+            revision,
+            event_id,
+            event_type,
+            source,
+            instance.state,
+            to_state,
+            transition,
+            payload,
+            outcome,
+            reason,
+            request_id,
+        )
+        self.state_changed(
+            instance,
+            from_state=instance.state,
+            to_state=instance.state,
+            status=status,
+            revision=revision,
+            event_id=event_id,
+            event_type=event_type,
+            request_id=request_id,
+        )
+        return revision
+
     def state_changed(
         self,
         instance: Instance,

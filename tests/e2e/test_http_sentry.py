@@ -108,3 +108,11 @@ async def test_unhandled_error_reaches_sentry_tagged_with_workflow_and_instance(
     assert tags["instance"] == instance_id
     assert tags["request_id"] == "req-sentry-1"
     assert not any("Unknown workflow" in orjson.dumps(e).decode() for e in events)
+    # Frames carry no local variables: they would hold instance data and payloads.
+    frames = [
+        frame
+        for value in unknown_state[0]["exception"]["values"]
+        for frame in (value.get("stacktrace") or {}).get("frames", [])
+    ]
+    assert frames
+    assert not any(frame.get("vars") for frame in frames)

@@ -54,16 +54,6 @@ def order_data(order_id: str, total: str = "10") -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def runtime(db: AsyncEngine, settings: Settings, clock: FakeClock) -> Runtime:
-    return Runtime(db, registry(), topic_prefix=settings.topic_prefix, clock=clock)
-
-
 async def rows(db: AsyncEngine, query: str, **params: Any) -> list[Any]:
     async with db.connect() as conn:
         return list((await conn.execute(text(query), params)).all())

@@ -471,3 +471,16 @@ def test_rejects_one_state_under_two_names() -> None:
 def test_on_without_sources_is_rejected() -> None:
     with pytest.raises(DefinitionError, match="on_any"):
         on("go")
+
+
+def test_rejects_a_timer_name_conveyor_keeps_for_itself() -> None:
+    with pytest.raises(DefinitionError) as caught:
+
+        class Broken(Workflow[Data]):
+            name = "broken"
+            data_schema = Data
+            a = State(initial=True)
+            b = State(final=True)
+            late = a.after(timedelta(hours=1), name="conveyor.retry").to(b)
+
+    assert "timer name 'conveyor.retry' is reserved" in str(caught.value)

@@ -1,0 +1,343 @@
+"""Durable retries: a failing step waits in the database, not in a sleep.
+
+When a guard, action or hook raises and its transition's :class:`~engine.dsl.RetryPolicy`
+allows another attempt after a backoff, the instance becomes ``retrying``: its ``error``
+names the trigger, the attempts so far and when the next one is due, a timer named
+``conveyor.retry`` is set for then, and the caller is answered at once (HTTP 202, the
+Kafka batch moves on). Neither a request nor a partition waits for the backoff.
+
+While it is retrying, events for the instance are *parked* in arrival order
+(``parked_events``; a redelivery of one is parked once). When the timer fires, the
+scheduler applies the failing trigger and then the parked events, in order, in one
+transaction. A failure on the way schedules the next attempt of that trigger (a parked
+event that fails starts its own count); after the last attempt the instance is
+``failed`` and whatever is still parked waits for an operator's retry, which resumes the
+same way. Cancelling the instance refuses what is parked, in its history.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+import orjson
+
+from engine.decide import ActionFailed
+from engine.model import Event, Instance, InstanceStatus, Outcome, TimerFiring
+from engine.observability import get_logger
+from engine.spec import RESERVED_TIMER_PREFIX
+from engine.store import statements as sql
+from engine.store.database import driver_transaction
+from engine.store.queries import instance_from_row
+from engine.store.writeset import WriteSet
+
+if TYPE_CHECKING:
+    from engine.runtime import Runtime
+
+log = get_logger("conveyor.runtime")
+
+Trigger = Event | TimerFiring
+
+RETRY_TIMER = f"{RESERVED_TIMER_PREFIX}retry"
+"""The name of the timer that fires a retrying instance's next attempt."""
+
+SET_RETRY_TIMER = """
+insert into timers (id, instance_id, name, state, due_at) values ($1, $2, $3, $4, $5)
+on conflict (instance_id, name) do update
+set id = excluded.id, state = excluded.state, due_at = excluded.due_at, claimed_until = null
+"""
+
+PARK_EVENTS = """
+insert into parked_events (instance_id, event_id, event_type, payload, source, request_id,
+                           parked_at)
+select p.instance_id, p.event_id, p.event_type, p.payload, p.source, p.request_id, $2
+from jsonb_to_recordset($1::jsonb)
+     as p(instance_id uuid, event_id text, event_type text, payload jsonb, source text,
+          request_id text)
+on conflict (instance_id, event_id) do nothing
+"""
+
+PARKED = """
+select event_id, event_type, payload, source, request_id from parked_events
+where instance_id = $1 order by id
+"""
+
+UNPARK = "delete from parked_events where instance_id = $1 and event_id = any($2::text[])"
+
+
+# ---------------------------------------------------------------------------- the error
+
+
+def failure_record(
+    trigger: Trigger, failure: ActionFailed, attempts: int, now: datetime
+) -> dict[str, Any]:
+    """What an instance's ``error`` holds about the trigger that failed: enough to apply
+    it again (event type, payload, source, or the timer) and to explain it."""
+    is_event = isinstance(trigger, Event)
+    return {
+        "event_id": trigger.event_id,
+        "event_type": trigger.type if isinstance(trigger, Event) else trigger.name,
+        "payload": dict(trigger.payload) if isinstance(trigger, Event) else {},
+        "source": trigger.source if isinstance(trigger, Event) else "timer",
+        "trigger": "event" if is_event else "timer",
+        "timer": (
+            {"id": str(trigger.timer_id), "name": trigger.name, "state": trigger.state}
+            if isinstance(trigger, TimerFiring)
+            else None
+        ),
+        "transition": failure.transition,
+        "state": failure.state,
+        "error": str(failure),
+        "attempts": attempts,
+        "failed_at": now.isoformat(),
+    }
+
+
+def trigger_of(error: Mapping[str, Any], instance_id: uuid.UUID, request_id: str | None) -> Trigger:
+    """The trigger an instance's ``error`` describes, ready to be applied again."""
+    timer = error.get("timer")
+    if error.get("trigger") == "timer" and timer:
+        return TimerFiring(uuid.UUID(timer["id"]), instance_id, timer["name"], timer["state"])
+    return Event(
+        type=error["event_type"],
+        event_id=error["event_id"],
+        payload=error.get("payload") or {},
+        instance_id=instance_id,
+        source=error.get("source") or "operator",
+        request_id=request_id,
+    )
+
+
+# ---------------------------------------------------------------------------- scheduling
+
+
+async def schedule(
+    runtime: Runtime, trigger: Trigger, failure: ActionFailed, attempts: int
+) -> Outcome:
+    """After ``attempts`` failed attempts with more allowed: the instance waits as
+    ``retrying`` and a timer fires the next attempt after the policy's backoff."""
+    async with driver_transaction(runtime.engine) as conn:
+        (instance_id,) = await runtime._targets(conn, [trigger])
+        rows = await conn.fetch(sql.LOCK_INSTANCES, [instance_id])
+        if not rows:
+            return Outcome(trigger.event_id, "not_found")
+        instance = instance_from_row(rows[0])
+        seen = await conn.fetch(
+            sql.SEEN_EVENTS_AND_LIVE_TIMERS, [instance.id], [trigger.event_id], []
+        )
+        if seen:  # applied meanwhile by another delivery of the same event
+            return Outcome(trigger.event_id, "duplicate", instance.id)
+        return await _record_failure(runtime, conn, instance, trigger, failure, attempts)
+
+
+async def _record_failure(
+    runtime: Runtime,
+    conn: asyncpg.Connection,
+    instance: Instance,
+    trigger: Trigger,
+    failure: ActionFailed,
+    attempts: int,
+) -> Outcome:
+    """With the instance locked: ``retrying`` with a timer when the policy allows another
+    attempt, else ``failed``. One history entry and one ``state_changed`` message."""
+    now = runtime.clock()
+    retrying = attempts < failure.retry.attempts
+    error = failure_record(trigger, failure, attempts, now)
+    next_at = now + failure.retry.backoff(attempts) if retrying else None
+    if next_at is not None:
+        error["next_attempt_at"] = next_at.isoformat()
+    is_event = isinstance(trigger, Event)
+    writes = WriteSet(now, runtime.topics)
+    revision = writes.status_change(
+        instance,
+        status=(InstanceStatus.RETRYING if retrying else InstanceStatus.FAILED).value,
+        error=error,
+        event_id=trigger.event_id,
+        event_type=error["event_type"],
+        source=error["source"],
+        payload=error["payload"],
+        outcome="retrying" if retrying else "failed",
+        reason=str(failure),
+        request_id=trigger.request_id if isinstance(trigger, Event) else None,
+        to_state=None,
+        transition=failure.transition,
+    )
+    if not retrying:
+        writes.inbox(trigger.event_id, instance.id, "failed")
+    await conn.fetchrow(sql.APPLY, *writes.params())
+    if next_at is not None:
+        await conn.execute(
+            SET_RETRY_TIMER, uuid.uuid4(), instance.id, RETRY_TIMER, instance.state, next_at
+        )
+    log_fields = {
+        "instance_id": str(instance.id),
+        "workflow": instance.workflow,
+        "event_id": trigger.event_id,
+        "error": str(failure),
+        "attempts": attempts,
+        "trigger": "event" if is_event else "timer",
+    }
+    if next_at is not None:
+        log.warning("action failed; will retry", next_attempt_at=next_at.isoformat(), **log_fields)
+    else:
+        log.error("instance failed", **log_fields)
+    return Outcome(
+        trigger.event_id,
+        "retrying" if retrying else "failed",
+        instance.id,
+        instance.state,
+        None,
+        revision,
+        error=str(failure),
+    )
+
+
+# ---------------------------------------------------------------------------- parking
+
+
+def park(instance: Instance, trigger: Event) -> dict[str, Any]:
+    """A parked event's row (written by :func:`write_parked` with the batch)."""
+    return {
+        "instance_id": str(instance.id),
+        "event_id": trigger.event_id,
+        "event_type": trigger.type,
+        "payload": trigger.payload,
+        "source": trigger.source,
+        "request_id": trigger.request_id,
+    }
+
+
+async def write_parked(
+    conn: asyncpg.Connection, rows: Sequence[Mapping[str, Any]], now: datetime
+) -> None:
+    if rows:
+        await conn.execute(PARK_EVENTS, orjson.dumps(list(rows)).decode(), now)
+
+
+# ---------------------------------------------------------------------------- resuming
+
+
+async def fire(runtime: Runtime, firing: TimerFiring) -> Outcome:
+    """The retry timer fired: apply the failing trigger, then what was parked."""
+    async with driver_transaction(runtime.engine) as conn:
+        rows = await conn.fetch(sql.LOCK_INSTANCES, [firing.instance_id])
+        if not rows:
+            return Outcome(firing.event_id, "not_found")
+        instance = instance_from_row(rows[0])
+        live = await conn.fetchval("delete from timers where id = $1 returning 1", firing.timer_id)
+        error = instance.error
+        if live is None or instance.status is not InstanceStatus.RETRYING or not error:
+            return Outcome(firing.event_id, "stale", instance.id)
+        return await resume(runtime, conn, instance, error, attempts=int(error["attempts"]))
+
+
+async def resume(
+    runtime: Runtime,
+    conn: asyncpg.Connection,
+    instance: Instance,
+    error: Mapping[str, Any],
+    *,
+    attempts: int,
+    request_id: str | None = None,
+) -> Outcome:
+    """With the instance locked: make it active, apply the failed trigger ``error``
+    describes (attempt number ``attempts + 1``) and then the parked events in order, all
+    in this transaction.
+
+    Returns what became of the failed trigger. If one of them fails, it is scheduled again
+    (or fails the instance) and those after it stay parked.
+    """
+    failed = trigger_of(error, instance.id, request_id)
+    parked = [
+        Event(
+            type=row["event_type"],
+            event_id=row["event_id"],
+            payload=row["payload"],
+            instance_id=instance.id,
+            source=row["source"],
+            request_id=row["request_id"],
+        )
+        for row in await conn.fetch(PARKED, instance.id)
+    ]
+    await conn.execute(
+        "update instances set status = 'active', error = null where id = $1", instance.id
+    )
+    if isinstance(failed, TimerFiring):
+        # Make the failed firing live again (it may have been dropped with the failure).
+        await conn.execute(
+            "insert into timers (id, instance_id, name, state, due_at) values"
+            " ($1, $2, $3, $4, $5) on conflict do nothing",
+            failed.timer_id,
+            instance.id,
+            failed.name,
+            failed.state,
+            runtime.clock(),
+        )
+    triggers: list[Trigger] = [failed, *parked]
+    results = await runtime._apply_locked(conn, triggers, True)
+    settled = [
+        event.event_id
+        for event, result in zip(parked, results[1:], strict=True)
+        if result.outcome.status not in ("failed", "deferred")
+    ]
+    failing = next((i for i, r in enumerate(results) if r.failure is not None), None)
+    if failing is not None and failing > 0:
+        settled.append(triggers[failing].event_id)  # no longer parked: it is the error now
+    if settled:
+        await conn.execute(UNPARK, instance.id, settled)
+    if failing is None:
+        log.info(
+            "retry succeeded",
+            instance_id=str(instance.id),
+            event_id=failed.event_id,
+            attempt=attempts + 1,
+            parked_applied=len(parked),
+        )
+        return results[0].outcome
+    failure = results[failing].failure
+    assert failure is not None
+    row = await conn.fetchrow(sql.GET_INSTANCE, instance.id)
+    fresh = instance_from_row(row)
+    outcome = await _record_failure(
+        runtime,
+        conn,
+        fresh,
+        triggers[failing],
+        failure,
+        attempts + 1 if failing == 0 else 1,
+    )
+    return outcome if failing == 0 else results[0].outcome
+
+
+async def refuse_parked(
+    conn: asyncpg.Connection, writes: WriteSet, instance: Instance, reason: str
+) -> int:
+    """On cancel: what was parked is refused, each with a history entry saying why."""
+    rows = await conn.fetch(
+        "delete from parked_events where instance_id = $1"
+        " returning id, event_id, event_type, payload, source, request_id",
+        instance.id,
+    )
+    for row in sorted(rows, key=lambda r: r["id"]):
+        writes.history(
+            instance.id,
+            instance.revision,
+            row["event_id"],
+            row["event_type"],
+            row["source"],
+            instance.state,
+            None,
+            None,
+            row["payload"],
+            "rejected",
+            reason,
+            row["request_id"],
+        )
+        writes.inbox(row["event_id"], instance.id, "rejected")
+    return len(rows)
+
+
+__all__ = ["RETRY_TIMER", "fire", "park", "resume", "schedule", "write_parked"]
