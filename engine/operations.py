@@ -45,7 +45,7 @@ async def cancel(
                 "it cannot be cancelled"
             )
         writes = WriteSet(runtime.clock(), runtime.topics)
-        writes.status_change(
+        revision = writes.status_change(
             instance,
             status=InstanceStatus.CANCELLED.value,
             error=instance.error,
@@ -58,7 +58,7 @@ async def cancel(
             request_id=request_id,
             to_state=instance.state,
         )
-        await retries.refuse_parked(conn, writes, instance, CANCELLED_WHILE_PARKED)
+        await retries.refuse_parked(conn, writes, instance, revision, CANCELLED_WHILE_PARKED)
         await conn.fetchrow(sql.APPLY, *writes.params())
         await conn.execute("delete from timers where instance_id = $1", instance.id)
         row = await conn.fetchrow(sql.GET_INSTANCE, instance.id)

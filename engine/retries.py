@@ -32,7 +32,7 @@ from engine.spec import RESERVED_TIMER_PREFIX
 from engine.store import statements as sql
 from engine.store.database import driver_transaction
 from engine.store.queries import instance_from_row
-from engine.store.writeset import WriteSet
+from engine.store.writeset import WriteSet, rejected_payload
 
 if TYPE_CHECKING:
     from engine.runtime import Runtime
@@ -54,9 +54,11 @@ PARK_EVENTS = """
 insert into parked_events (instance_id, event_id, event_type, payload, source, request_id,
                            parked_at)
 select p.instance_id, p.event_id, p.event_type, p.payload, p.source, p.request_id, $2
-from jsonb_to_recordset($1::jsonb)
-     as p(instance_id uuid, event_id text, event_type text, payload jsonb, source text,
-          request_id text)
+from rows from (jsonb_to_recordset($1::jsonb)
+       as (instance_id uuid, event_id text, event_type text, payload jsonb, source text,
+           request_id text)) with ordinality
+     as p(instance_id, event_id, event_type, payload, source, request_id, ord)
+order by p.ord
 on conflict (instance_id, event_id) do nothing
 """
 
@@ -125,11 +127,22 @@ async def schedule(
         if not rows:
             return Outcome(trigger.event_id, "not_found")
         instance = instance_from_row(rows[0])
-        seen = await conn.fetch(
-            sql.SEEN_EVENTS_AND_LIVE_TIMERS, [instance.id], [trigger.event_id], []
+        timer_ids = [trigger.timer_id] if isinstance(trigger, TimerFiring) else []
+        seen_rows = await conn.fetch(
+            sql.SEEN_EVENTS_AND_LIVE_TIMERS, [instance.id], [trigger.event_id], timer_ids
         )
-        if seen:  # applied meanwhile by another delivery of the same event
+        if any(r["kind"] == "e" for r in seen_rows):
+            # Applied meanwhile by another delivery of the same event.
             return Outcome(trigger.event_id, "duplicate", instance.id)
+        if timer_ids and not any(r["kind"] == "t" for r in seen_rows):
+            return Outcome(trigger.event_id, "stale", instance.id)  # cancelled meanwhile
+        if instance.status is not InstanceStatus.ACTIVE:
+            # Between the failed attempt and this lock the instance moved on: another
+            # trigger failed first (it is retrying), or it was cancelled or completed.
+            # This trigger then goes where any trigger would go now: parked behind that
+            # retry, or refused, or "retrying" if it is the very trigger being retried.
+            (result,) = await runtime._apply_locked(conn, [trigger], True)
+            return result.outcome
         return await _record_failure(runtime, conn, instance, trigger, failure, attempts)
 
 
@@ -158,7 +171,9 @@ async def _record_failure(
         event_id=trigger.event_id,
         event_type=error["event_type"],
         source=error["source"],
-        payload=error["payload"],
+        # The error keeps the whole payload (to apply it again); each attempt's history
+        # row is bounded like a refusal's.
+        payload=rejected_payload(error["payload"]),
         outcome="retrying" if retrying else "failed",
         reason=str(failure),
         request_id=trigger.request_id if isinstance(trigger, Event) else None,
@@ -217,6 +232,17 @@ async def write_parked(
         await conn.execute(PARK_EVENTS, orjson.dumps(list(rows)).decode(), now)
 
 
+async def is_parked(conn: asyncpg.Connection, instance_id: uuid.UUID, event_id: str) -> bool:
+    """Whether this event waits behind the instance's retry (asked of failed instances
+    only: a redelivery of a parked event must not be refused)."""
+    found = await conn.fetchval(
+        "select 1 from parked_events where instance_id = $1 and event_id = $2",
+        instance_id,
+        event_id,
+    )
+    return found is not None
+
+
 # ---------------------------------------------------------------------------- resuming
 
 
@@ -231,7 +257,23 @@ async def fire(runtime: Runtime, firing: TimerFiring) -> Outcome:
         error = instance.error
         if live is None or instance.status is not InstanceStatus.RETRYING or not error:
             return Outcome(firing.event_id, "stale", instance.id)
-        return await resume(runtime, conn, instance, error, attempts=int(error["attempts"]))
+        writes = WriteSet(runtime.clock(), runtime.topics)
+        writes.status_change(
+            instance,
+            status=InstanceStatus.ACTIVE.value,
+            error=None,
+            event_id=f"resume:{instance.id}:{instance.revision + 1}",
+            event_type=RETRY_TIMER,
+            source="timer",
+            payload={"event_id": error["event_id"], "attempt": int(error["attempts"]) + 1},
+            outcome="resumed",
+            reason=None,
+            request_id=None,
+            to_state=instance.state,
+        )
+        await conn.fetchrow(sql.APPLY, *writes.params())
+        fresh = instance_from_row(await conn.fetchrow(sql.GET_INSTANCE, instance.id))
+        return await resume(runtime, conn, fresh, error, attempts=int(error["attempts"]))
 
 
 async def resume(
@@ -243,9 +285,9 @@ async def resume(
     attempts: int,
     request_id: str | None = None,
 ) -> Outcome:
-    """With the instance locked: make it active, apply the failed trigger ``error``
-    describes (attempt number ``attempts + 1``) and then the parked events in order, all
-    in this transaction.
+    """With the instance locked and made active again (the caller records why), apply the
+    failed trigger ``error`` describes (attempt number ``attempts + 1``) and then the
+    parked events in order, all in this transaction.
 
     Returns what became of the failed trigger. If one of them fails, it is scheduled again
     (or fails the instance) and those after it stay parked.
@@ -262,9 +304,6 @@ async def resume(
         )
         for row in await conn.fetch(PARKED, instance.id)
     ]
-    await conn.execute(
-        "update instances set status = 'active', error = null where id = $1", instance.id
-    )
     if isinstance(failed, TimerFiring):
         # Make the failed firing live again (it may have been dropped with the failure).
         await conn.execute(
@@ -288,6 +327,13 @@ async def resume(
         settled.append(triggers[failing].event_id)  # no longer parked: it is the error now
     if settled:
         await conn.execute(UNPARK, instance.id, settled)
+    # Timers that came due while the instance was retrying were refused ("deferred") and
+    # sit under a scheduler's lease: let the next poll fire them instead of the lease's end.
+    await conn.execute(
+        "update timers set claimed_until = null where instance_id = $1 and name <> $2",
+        instance.id,
+        RETRY_TIMER,
+    )
     if failing is None:
         log.info(
             "retry succeeded",
@@ -313,25 +359,30 @@ async def resume(
 
 
 async def refuse_parked(
-    conn: asyncpg.Connection, writes: WriteSet, instance: Instance, reason: str
+    conn: asyncpg.Connection, writes: WriteSet, instance: Instance, revision: int, reason: str
 ) -> int:
-    """On cancel: what was parked is refused, each with a history entry saying why."""
+    """On cancel: what was parked is refused, each with a history entry saying why (at the
+    cancel's ``revision``). One already processed (refused while the instance was failed,
+    say) is only dropped."""
     rows = await conn.fetch(
-        "delete from parked_events where instance_id = $1"
+        "delete from parked_events p where instance_id = $1"
+        " and not exists (select 1 from inbox i"
+        "   where i.instance_id = p.instance_id and i.event_id = p.event_id)"
         " returning id, event_id, event_type, payload, source, request_id",
         instance.id,
     )
+    await conn.execute("delete from parked_events where instance_id = $1", instance.id)
     for row in sorted(rows, key=lambda r: r["id"]):
         writes.history(
             instance.id,
-            instance.revision,
+            revision,
             row["event_id"],
             row["event_type"],
             row["source"],
             instance.state,
             None,
             None,
-            row["payload"],
+            rejected_payload(row["payload"]),
             "rejected",
             reason,
             row["request_id"],
@@ -340,4 +391,13 @@ async def refuse_parked(
     return len(rows)
 
 
-__all__ = ["RETRY_TIMER", "fire", "park", "resume", "schedule", "write_parked"]
+__all__ = [
+    "RETRY_TIMER",
+    "fire",
+    "is_parked",
+    "park",
+    "refuse_parked",
+    "resume",
+    "schedule",
+    "write_parked",
+]

@@ -477,6 +477,15 @@ class Runtime:
             if current.status is InstanceStatus.RETRYING:
                 results.append(_Result(_behind_retry(current, trigger, parked)))
                 continue
+            if (
+                current.status is InstanceStatus.FAILED
+                and isinstance(trigger, Event)
+                and await retries.is_parked(conn, current.instance.id, event_id)
+            ):
+                # Parked before the last attempt failed: it still waits for the operator's
+                # retry (refusing it now would lose it).
+                results.append(_Result(Outcome(event_id, "parked", target, current.state)))
+                continue
             try:
                 result = await self._decide_one(writes, current, trigger, now)
             except ActionFailed as failure:

@@ -64,6 +64,8 @@ def _chain(exc: BaseException) -> list[BaseException]:
         if current is None or any(current is f for f in found):
             continue
         found.append(current)
+        if isinstance(current, KafkaError):
+            continue  # its cause (a timeout, a socket error) is Kafka's, not the database's
         if isinstance(current, sqlalchemy.exc.DBAPIError):
             pending.append(current.orig)
         pending.append(current.__cause__)
@@ -75,8 +77,15 @@ def _sqlstate(exc: BaseException) -> str:
     return state if isinstance(state, str) else ""
 
 
+# A statement that ran into statement_timeout (or was cancelled) is about what it was
+# asked to do: a poison event must be found and dead-lettered, not retried forever.
+QUERY_CANCELED = "57014"
+
+
 def is_disconnect(exc: BaseException) -> bool:
     """The database connection that raised ``exc`` is dead: drop it, don't reuse it."""
+    if isinstance(exc, KafkaError):
+        return False
     if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
         return True
     return any(isinstance(e, DISCONNECT_ERRORS) for e in _chain(exc))
@@ -85,10 +94,13 @@ def is_disconnect(exc: BaseException) -> bool:
 def is_database_unavailable(exc: BaseException) -> bool:
     """PostgreSQL cannot be reached or cannot serve us right now (worth a 503 or a retry),
     however the error reached us: from asyncpg directly or wrapped by SQLAlchemy."""
+    if isinstance(exc, KafkaError):
+        return False
     for error in _chain(exc):
         if isinstance(error, _UNAVAILABLE):
             return True
-        if _sqlstate(error)[:2] in UNAVAILABLE_SQLSTATE_CLASSES:
+        state = _sqlstate(error)
+        if state[:2] in UNAVAILABLE_SQLSTATE_CLASSES and state != QUERY_CANCELED:
             return True
     return False
 

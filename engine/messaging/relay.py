@@ -122,7 +122,7 @@ class OutboxRelay:
                         retry_in=delay,
                     )
                     await self._reset(kafka=isinstance(exc, KafkaError))
-                    if is_database_unavailable(exc):
+                    if not isinstance(exc, KafkaError) and is_database_unavailable(exc):
                         self.outage.failed(exc)
                     if self.outage.exceeded and not self._stood_down:
                         await self._stand_down()

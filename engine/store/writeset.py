@@ -162,7 +162,7 @@ class WriteSet:
         event_id: str,
         event_type: str,
         source: str,
-        payload: Mapping[str, Any],
+        payload: HistoryPayload,
         outcome: str,
         reason: str | None,
         request_id: str | None,

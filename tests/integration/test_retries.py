@@ -4,6 +4,7 @@ it. Time is skipped with a fake clock."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -80,7 +81,9 @@ async def test_a_failing_step_waits_as_retrying_and_events_behind_it_are_parked_
     history = [(h.event_type, h.outcome) for h in await runtime.history(started.id)]
     assert history[1:] == [
         ("counter.slow_label", "retrying"),
+        (RETRY_TIMER, "resumed"),  # each timer-driven attempt is on the record
         ("counter.slow_label", "retrying"),
+        (RETRY_TIMER, "resumed"),
         ("counter.slow_label", "applied"),
         ("counter.close", "applied"),
     ]
@@ -152,3 +155,45 @@ async def test_a_kafka_style_batch_moves_on_while_one_instance_retries(
     )
     assert [o.status for o in outcomes] == ["retrying", "applied", "parked", "applied"]
     assert (await runtime.get(healthy.id)).status is InstanceStatus.COMPLETED
+
+
+async def test_a_second_failure_racing_the_first_is_parked_not_lost(
+    runtime: Runtime, db: AsyncEngine
+) -> None:
+    """Two events fail for one instance at the same time: the first to record its failure
+    makes the instance retry; the other waits behind it instead of replacing it."""
+    started = (await runtime.start("test.counter", "R-6", {"key": "R-6"})).instance
+    flows.FAILURES["R-6"] = 2
+    first, second = await asyncio.gather(
+        runtime.send(ev(started.id, "counter.slow_label", {"label": "a"}, event_id="a")),
+        runtime.send(ev(started.id, "counter.slow_label", {"label": "b"}, event_id="b")),
+    )
+    assert sorted([first.status, second.status]) == ["parked", "retrying"]
+    instance = await runtime.get(started.id)
+    assert instance.error is not None
+    retried = "a" if first.status == "retrying" else "b"
+    assert instance.error["event_id"] == retried
+    parked = await rows(
+        db, "select event_id from parked_events where instance_id = :i", i=started.id
+    )
+    assert [r[0] for r in parked] == ["b" if retried == "a" else "a"]
+
+
+async def test_a_parked_event_delivered_again_after_the_instance_failed_still_waits(
+    runtime: Runtime, db: AsyncEngine, clock: FakeClock
+) -> None:
+    started = (await runtime.start("test.counter", "R-7", {"key": "R-7"})).instance
+    flows.FAILURES["R-7"] = 3
+    await runtime.send(ev(started.id, "counter.slow_label", {"label": "x"}))
+    tick = ev(started.id, "counter.tick", event_id="t-7")
+    assert (await runtime.send(tick)).status == "parked"
+    scheduler = TimerScheduler(runtime)
+    for wait in (31, 61):
+        clock.advance(timedelta(seconds=wait))
+        await scheduler.fire_due()
+    assert (await runtime.get(started.id)).status is InstanceStatus.FAILED
+    assert (await runtime.send(tick)).status == "parked"  # not refused: it still waits
+    # Cancelling refuses it once, in the history, and never fails on the inbox.
+    await runtime.cancel(started.id)
+    refused = [h for h in await runtime.history(started.id) if h.event_id == "t-7"]
+    assert [h.outcome for h in refused] == ["rejected"]

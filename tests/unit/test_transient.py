@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 import sqlalchemy.exc
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaConnectionError, RequestTimedOutError
 
 from engine.errors import DependencyUnavailable, InstanceNotFound, PayloadInvalid
 from engine.transient import is_database_unavailable, is_disconnect, is_transient
@@ -93,3 +93,22 @@ def test_errors_of_the_message_or_the_code_are_not_transient(error: BaseExceptio
     assert not is_transient(error)
     assert not is_database_unavailable(error)
     assert not is_disconnect(error)
+
+
+def test_a_kafka_error_caused_by_a_socket_error_is_not_a_database_outage() -> None:
+    """The relay sends to Kafka inside a database transaction: a broker timeout must not
+    drop the connection or count towards the database outage."""
+    for kafka_error, cause in (
+        (KafkaConnectionError(), OSError("connection reset")),
+        (RequestTimedOutError(), TimeoutError()),
+    ):
+        kafka_error.__cause__ = cause
+        assert is_transient(kafka_error)
+        assert not is_database_unavailable(kafka_error)
+        assert not is_disconnect(kafka_error)
+
+
+def test_a_statement_timeout_is_the_statement_s_problem_not_an_outage() -> None:
+    timeout = asyncpg.exceptions.QueryCanceledError("canceling statement due to statement timeout")
+    assert not is_database_unavailable(timeout)
+    assert not is_database_unavailable(wrapped(timeout))
