@@ -483,12 +483,21 @@ def kafka_up() -> None:
     log(f"Kafka ready at {host}:{port} (pid {pid})")
 
 
-def kafka_down(*, kill: bool = False) -> None:
+def kafka_down(*, kill: bool = False, strict: bool = False) -> None:
+    """Stop the broker this stack started (by its recorded PID). ``strict``: a broker that
+    answers but was started by someone else is an error, not a silent no-op (a fault
+    drill must not pass without its fault)."""
     pid_file = KAFKA_DIR / "kafka.pid"
     pid = read_pid(pid_file)
     if pid is None:
-        log("Kafka was not started by this stack (no live recorded PID)")
         pid_file.unlink(missing_ok=True)
+        if strict and kafka_ready():
+            host, port = kafka_address()
+            raise SystemExit(
+                f"Kafka at {host}:{port} was not started by this stack (no recorded PID), "
+                "so it will not stop it; stop that broker and run `stack.py up` here"
+            )
+        log("Kafka was not started by this stack (no live recorded PID)")
         return
     log(f"stopping Kafka (pid {pid}{', SIGKILL' if kill else ''})")
     os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
@@ -531,11 +540,11 @@ def fault(command: str, option: str | None) -> int:
     elif command == "pg-start":
         pg_control("start")
     elif command == "kafka-stop":
-        kafka_down(kill=option == "--kill")
+        kafka_down(kill=option == "--kill", strict=True)
     elif command == "kafka-start":
         kafka_up()
     else:
-        kafka_down()
+        kafka_down(strict=True)
         kafka_up()
     return 0
 

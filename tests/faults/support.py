@@ -155,6 +155,19 @@ def cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+async def kafka_answers(settings: Settings) -> bool:
+    """Whether anything accepts connections at the first bootstrap server."""
+    host, _, port = settings.kafka_servers()[0].rpartition(":")
+    try:
+        _reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 2)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
 # ---------------------------------------------------------------------------- load
 
 

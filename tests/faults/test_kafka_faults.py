@@ -22,6 +22,7 @@ from tests.faults.support import (
     assert_outbox_drained_in_order,
     consuming,
     cpu_seconds,
+    kafka_answers,
     scalar,
     stack,
     stop_gracefully,
@@ -49,6 +50,7 @@ async def test_a_worker_carries_on_after_the_broker_stops_and_starts_under_load(
         load.start()
         await wait_for(partial(more_than, db, 40), timeout=30)
         await stack("kafka-stop")
+        assert not await kafka_answers(settings), "the broker must really be down"
         before = await history_rows(db)
         await stack("kafka-start")
         await load.finished(timeout=120)  # the producer resends what the stop cut off
