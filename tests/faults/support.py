@@ -255,6 +255,21 @@ async def all_delivered(db: AsyncEngine, want: int, *workers: Worker, timeout: f
     return time.monotonic() - started
 
 
+async def timers_fire(db: AsyncEngine, want: int, *workers: Worker, timeout: float) -> None:
+    """Bring every delivered order's return-window timer due now, and wait until the
+    workers' schedulers have fired them all (the orders complete)."""
+    async with db.begin() as conn:
+        await conn.execute(text("update timers set due_at = now() where name = 'return_window'"))
+
+    async def completed() -> bool:
+        for w in workers:
+            w.check_alive()
+        count = "select count(*) from instances where state = 'completed'"
+        return int(await scalar(db, count)) == want
+
+    await wait_for(completed, timeout=timeout, interval=0.2)
+
+
 async def progress_after(db: AsyncEngine, *workers: Worker, timeout: float) -> float:
     """Seconds until one more history row is written than now (the worker progresses)."""
     before = int(await scalar(db, "select count(*) from history"))
@@ -270,16 +285,22 @@ async def progress_after(db: AsyncEngine, *workers: Worker, timeout: float) -> f
 
 
 async def assert_each_event_applied_once(db: AsyncEngine, orders: int) -> None:
+    """One history row per produced event (and per fired timer), none missing."""
     async with db.connect() as conn:
         rows = (
-            await conn.execute(text("select event_id, count(*) from history group by event_id"))
+            await conn.execute(
+                text(
+                    "select event_id, source = 'timer', count(*) from history"
+                    " group by event_id, source = 'timer'"
+                )
+            )
         ).all()
         instances = (await conn.execute(text("select count(*) from instances"))).scalar_one()
-    counts = {row[0]: row[1] for row in rows}
-    doubled = {k: v for k, v in counts.items() if v != 1}
-    assert not doubled, f"events recorded more than once: {list(doubled.items())[:10]}"
+    doubled = [(row[0], row[2]) for row in rows if row[2] != 1]
+    assert not doubled, f"events or timers recorded more than once: {doubled[:10]}"
     assert instances == orders
-    assert len(counts) == orders * EVENTS_PER_ORDER, "events lost"
+    events = [row[0] for row in rows if not row[1]]
+    assert len(events) == orders * EVENTS_PER_ORDER, "events lost"
 
 
 async def assert_outbox_drained_in_order(

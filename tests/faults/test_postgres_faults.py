@@ -30,6 +30,7 @@ from tests.faults.support import (
     scalar,
     stack,
     stop_gracefully,
+    timers_fire,
     worker,
 )
 
@@ -65,6 +66,7 @@ async def test_a_worker_recovers_from_postgres_restarts_idle_and_under_load(
         recovered_in = await progress_after(db, w, timeout=RECOVERY_BOUND)
         await load.finished()
         await all_delivered(db, len(keys), w, timeout=60)
+        await timers_fire(db, len(keys), w, timeout=RECOVERY_BOUND)  # the scheduler too
         await assert_outbox_drained_in_order(db, settings, w)
         status, health = await w.health()
         assert status == 200, health
@@ -95,6 +97,7 @@ async def test_killed_database_sessions_are_replaced_under_load(
             await progress_after(db, w, timeout=RECOVERY_BOUND)
         await load.finished()
         await all_delivered(db, len(keys), w, timeout=60)
+        await timers_fire(db, len(keys), w, timeout=RECOVERY_BOUND)
         await assert_outbox_drained_in_order(db, settings, w)
         assert (await w.health())[0] == 200
         assert w.logged("worker started") == 1
