@@ -92,6 +92,10 @@ class TimerFiring:
         return str(self.timer_id)
 
 
+InstanceTrigger = Event | TimerFiring
+"""What the runtime applies to an instance: an event, or one of its timers firing. (The
+pure step's own view of it is :data:`engine.decide.Trigger`.)"""
+
 OutcomeStatus = Literal[
     "applied",  # the transition was taken and committed
     "rejected",  # the state machine refused it (recorded in history)

@@ -26,7 +26,7 @@ import asyncpg
 import orjson
 
 from engine.decide import ActionFailed
-from engine.model import Event, Instance, InstanceStatus, Outcome, TimerFiring
+from engine.model import Event, Instance, InstanceStatus, InstanceTrigger, Outcome, TimerFiring
 from engine.observability import get_logger
 from engine.spec import RESERVED_TIMER_PREFIX
 from engine.store import statements as sql
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 log = get_logger("conveyor.runtime")
 
-Trigger = Event | TimerFiring
+Trigger = InstanceTrigger
 
 RETRY_TIMER = f"{RESERVED_TIMER_PREFIX}retry"
 """The name of the timer that fires a retrying instance's next attempt."""
@@ -213,18 +213,6 @@ async def _record_failure(
 # ---------------------------------------------------------------------------- parking
 
 
-def park(instance: Instance, trigger: Event) -> dict[str, Any]:
-    """A parked event's row (written by :func:`write_parked` with the batch)."""
-    return {
-        "instance_id": str(instance.id),
-        "event_id": trigger.event_id,
-        "event_type": trigger.type,
-        "payload": trigger.payload,
-        "source": trigger.source,
-        "request_id": trigger.request_id,
-    }
-
-
 async def write_parked(
     conn: asyncpg.Connection, rows: Sequence[Mapping[str, Any]], now: datetime
 ) -> None:
@@ -232,15 +220,16 @@ async def write_parked(
         await conn.execute(PARK_EVENTS, orjson.dumps(list(rows)).decode(), now)
 
 
-async def is_parked(conn: asyncpg.Connection, instance_id: uuid.UUID, event_id: str) -> bool:
-    """Whether this event waits behind the instance's retry (asked of failed instances
-    only: a redelivery of a parked event must not be refused)."""
-    found = await conn.fetchval(
-        "select 1 from parked_events where instance_id = $1 and event_id = $2",
-        instance_id,
-        event_id,
+async def parked_pairs(
+    conn: asyncpg.Connection, instance_ids: Sequence[uuid.UUID]
+) -> frozenset[tuple[uuid.UUID, str]]:
+    """The (instance, event id) pairs parked for these (failed) instances: a redelivery
+    of one must wait for the operator's retry, not be refused."""
+    rows = await conn.fetch(
+        "select instance_id, event_id from parked_events where instance_id = any($1::uuid[])",
+        list(instance_ids),
     )
-    return found is not None
+    return frozenset((r["instance_id"], r["event_id"]) for r in rows)
 
 
 # ---------------------------------------------------------------------------- resuming
@@ -394,8 +383,7 @@ async def refuse_parked(
 __all__ = [
     "RETRY_TIMER",
     "fire",
-    "is_parked",
-    "park",
+    "parked_pairs",
     "refuse_parked",
     "resume",
     "schedule",

@@ -39,11 +39,7 @@ from engine.batching import GroupCommit
 from engine.decide import (
     ActionFailed,
     Decision,
-    EventTrigger,
     Rejection,
-    Snapshot,
-    TimerTrigger,
-    decide,
     initial_decision,
 )
 from engine.errors import (
@@ -59,25 +55,26 @@ from engine.model import (
     HistoryRecord,
     Instance,
     InstanceStatus,
+    InstanceTrigger,
     Outcome,
-    OutcomeStatus,
     Page,
     StartResult,
     TimerFiring,
 )
 from engine.observability import get_logger
+from engine.planning import Loaded, Result, plan
 from engine.registry import Registry
 from engine.store import queries
 from engine.store import statements as sql
 from engine.store.database import driver_connection, driver_transaction
 from engine.store.queries import InstanceFilter, instance_from_row
-from engine.store.writeset import InstanceUpdate, WriteSet, rejected_payload
+from engine.store.writeset import WriteSet
 from engine.transient import CONFLICT_ERRORS
 
 log = get_logger("conveyor.runtime")
 
 Clock = Callable[[], datetime]
-Trigger = Event | TimerFiring
+Trigger = InstanceTrigger
 
 # A transaction lost a race (deadlock, serialization, a duplicate recorded concurrently):
 # the runtime runs it again.
@@ -87,20 +84,6 @@ TRANSACTION_ATTEMPTS = 5
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(slots=True)
-class _Working:
-    """An instance's state while a batch runs through it."""
-
-    instance: Instance
-    state: str
-    data: Mapping[str, Any]
-    status: InstanceStatus
-    revision: int
-    entered: datetime | None = None
-    error: Mapping[str, Any] | None = None
-    changed: bool = False
 
 
 class RuntimeObserver(Protocol):
@@ -135,12 +118,6 @@ class _PreparedStart:
     event_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class _Result:
-    outcome: Outcome
-    failure: ActionFailed | None = None
-
-
 class Runtime:
     """Starts instances and applies events and timers to them, durably."""
 
@@ -166,7 +143,7 @@ class Runtime:
             self._start_batch, max_batch=200, concurrency=send_concurrency
         )
         # Concurrent send() calls share transactions (see engine.batching).
-        self._group: GroupCommit[Trigger, _Result] = GroupCommit(
+        self._group: GroupCommit[Trigger, Result] = GroupCommit(
             self._apply_grouped, max_batch=200, concurrency=send_concurrency
         )
 
@@ -386,11 +363,11 @@ class Runtime:
 
     # ------------------------------------------------------------------ the batch
 
-    async def _apply_grouped(self, triggers: Sequence[Trigger]) -> list[_Result]:
+    async def _apply_grouped(self, triggers: Sequence[Trigger]) -> list[Result]:
         """A group-commit batch: busy instances are skipped (their callers retry alone)."""
         return await self._apply(triggers, wait=len(triggers) == 1)
 
-    async def _apply(self, triggers: Sequence[Trigger], *, wait: bool = True) -> list[_Result]:
+    async def _apply(self, triggers: Sequence[Trigger], *, wait: bool = True) -> list[Result]:
         """Apply triggers in one transaction (retried on deadlock or a duplicate race).
 
         With ``wait=False`` instances locked by another transaction are skipped and their
@@ -420,15 +397,34 @@ class Runtime:
         triggers: Sequence[Trigger],
         wait: bool,
         timing: _Timing | None = None,
-    ) -> list[_Result]:
+    ) -> list[Result]:
+        """Load, plan, write: one batch inside the caller's transaction."""
+        loaded = await self._load(conn, triggers, wait)
+        now = self.clock()
+        planned = await plan(self.registry, self.topics, triggers, loaded, now)
+        if timing is not None:
+            timing.decide_seconds = planned.decide_seconds
+        if planned.writes:
+            if timing is not None:
+                timing.write_started = time.perf_counter()
+            await conn.fetchrow(sql.APPLY, *planned.writes.params())
+        await retries.write_parked(conn, planned.parked, now)
+        return planned.results
+
+    async def _load(
+        self, conn: asyncpg.Connection, triggers: Sequence[Trigger], wait: bool
+    ) -> Loaded:
+        """Lock the batch's instances (in id order) and read what planning needs: which
+        (instance, event id) pairs were processed, which timers are still live, and which
+        events wait behind a failed instance's step."""
         targets = await self._targets(conn, triggers)
         instance_ids = sorted({t for t in targets if t})
         timer_ids = [t.timer_id for t in triggers if isinstance(t, TimerFiring)]
         # Event ids are deduplicated per instance (see statements.LOCK_INSTANCES_WITH_SEEN):
         # ``seen`` holds the processed (instance id, event id) pairs.
         event_ids = [t.event_id for t in triggers]
-        live_timers: set[str] = set()
-        seen: set[tuple[uuid.UUID, str]]
+        live_timers: frozenset[str] = frozenset()
+        seen: frozenset[tuple[uuid.UUID, str]]
         if timer_ids:
             # Timers need a fresh snapshot taken after the lock: a cancelled timer must
             # not fire (there is no unique index to catch it afterwards).
@@ -437,89 +433,22 @@ class Runtime:
             seen_rows = await conn.fetch(
                 sql.SEEN_EVENTS_AND_LIVE_TIMERS, targets, event_ids, timer_ids
             )
-            seen = {(r["instance_id"], r["id"]) for r in seen_rows if r["kind"] == "e"}
-            live_timers = {r["id"] for r in seen_rows if r["kind"] == "t"}
+            seen = frozenset((r["instance_id"], r["id"]) for r in seen_rows if r["kind"] == "e")
+            live_timers = frozenset(r["id"] for r in seen_rows if r["kind"] == "t")
         else:
             lock = (
                 sql.LOCK_INSTANCES_WITH_SEEN if wait else sql.LOCK_INSTANCES_WITH_SEEN_SKIP_LOCKED
             )
             rows = await conn.fetch(lock, instance_ids, targets, event_ids)
             seen = (
-                set(zip(rows[0]["seen_instances"], rows[0]["seen_events"], strict=True))
+                frozenset(zip(rows[0]["seen_instances"], rows[0]["seen_events"], strict=True))
                 if rows
-                else set()
+                else frozenset()
             )
-        working = {row["id"]: _working(instance_from_row(row)) for row in rows}
-        now = self.clock()
-        writes = WriteSet(now, self.topics)
-        blocked: set[uuid.UUID] = set()
-        parked: list[dict[str, Any]] = []  # events for retrying instances wait in order
-        results: list[_Result] = []
-        decide_started = time.perf_counter()
-        for trigger, target in zip(triggers, targets, strict=True):
-            event_id = trigger.event_id
-            if target is not None and (target, event_id) in seen:
-                results.append(_Result(Outcome(event_id, "duplicate", target)))
-                continue
-            current = working.get(target) if target is not None else None
-            if current is None:
-                # Skipped because another transaction holds it, or really missing: when
-                # skipping, the caller finds out by applying it alone.
-                status: OutcomeStatus = "not_found" if wait or target is None else "deferred"
-                results.append(_Result(Outcome(event_id, status, target)))
-                continue
-            if target in blocked:
-                results.append(_Result(Outcome(event_id, "deferred", target)))
-                continue
-            if isinstance(trigger, TimerFiring) and event_id not in live_timers:
-                results.append(_Result(Outcome(event_id, "stale", target)))
-                continue
-            if current.status is InstanceStatus.RETRYING:
-                results.append(_Result(_behind_retry(current, trigger, parked)))
-                continue
-            if (
-                current.status is InstanceStatus.FAILED
-                and isinstance(trigger, Event)
-                and await retries.is_parked(conn, current.instance.id, event_id)
-            ):
-                # Parked before the last attempt failed: it still waits for the operator's
-                # retry (refusing it now would lose it).
-                results.append(_Result(Outcome(event_id, "parked", target, current.state)))
-                continue
-            try:
-                result = await self._decide_one(writes, current, trigger, now)
-            except ActionFailed as failure:
-                blocked.add(current.instance.id)
-                results.append(
-                    _Result(
-                        Outcome(event_id, "failed", current.instance.id, error=str(failure)),
-                        failure,
-                    )
-                )
-                continue
-            seen.add((current.instance.id, event_id))
-            results.append(_Result(result))
-        for item in working.values():
-            if item.changed:
-                writes.update(
-                    item.instance.id,
-                    InstanceUpdate(
-                        item.state,
-                        item.data,
-                        item.status.value,
-                        item.revision,
-                        item.entered,
-                        item.error,
-                    ),
-                )
-        if timing is not None:
-            timing.decide_seconds = time.perf_counter() - decide_started
-        if writes:
-            if timing is not None:
-                timing.write_started = time.perf_counter()
-            await conn.fetchrow(sql.APPLY, *writes.params())
-        await retries.write_parked(conn, parked, now)
-        return results
+        instances = [instance_from_row(row) for row in rows]
+        failed = [i.id for i in instances if i.status is InstanceStatus.FAILED]
+        parked = await retries.parked_pairs(conn, failed) if failed else frozenset()
+        return Loaded(targets, instances, seen, live_timers, parked, wait)
 
     async def _targets(
         self, conn: asyncpg.Connection, triggers: Sequence[Trigger]
@@ -543,161 +472,6 @@ class Runtime:
             else:
                 targets.append(by_key.get((t.workflow, t.business_key)))  # type: ignore[arg-type]
         return targets
-
-    async def _decide_one(
-        self, writes: WriteSet, current: _Working, trigger: Trigger, now: datetime
-    ) -> Outcome:
-        instance = current.instance
-        event_id = trigger.event_id
-        payload: Mapping[str, Any]
-        source: str
-        request_id: str | None
-        if isinstance(trigger, TimerFiring):
-            decide_trigger: EventTrigger | TimerTrigger = TimerTrigger(
-                event_id, trigger.name, trigger.state
-            )
-            event_type, payload, source, request_id = trigger.name, {}, "timer", None
-        else:
-            decide_trigger = EventTrigger(event_id, trigger.type, trigger.payload, trigger.source)
-            event_type, payload = trigger.type, trigger.payload
-            source, request_id = trigger.source, trigger.request_id
-        if current.status is not InstanceStatus.ACTIVE:
-            message = (
-                f"{instance.workflow} v{instance.version}: instance {instance.business_key!r} is "
-                f"{current.status.value}; events no longer apply"
-                + ("; retry it first" if current.status is InstanceStatus.FAILED else "")
-            )
-            rejection = Rejection("inactive", message, (), (), event_id, event_type, current.state)
-            return self._record_rejection(
-                writes, current, trigger, rejection, event_type, payload, source, request_id
-            )
-        definition = self.registry.get(instance.workflow, instance.version)
-        snapshot = Snapshot(current.state, current.data, current.revision)
-        decision = await decide(definition, snapshot, decide_trigger, now)
-        if isinstance(decision, Rejection):
-            if isinstance(trigger, TimerFiring):
-                writes.cancel_timer(instance.id, trigger.name)
-            return self._record_rejection(
-                writes, current, trigger, decision, event_type, payload, source, request_id
-            )
-        revision = current.revision + 1
-        self._record_decision(
-            writes,
-            instance,
-            decision,
-            revision,
-            source,
-            request_id,
-            payload,
-            fired_timer=trigger.name if isinstance(trigger, TimerFiring) else None,
-        )
-        current.state = decision.to_state
-        current.data = decision.data
-        current.revision = revision
-        current.changed = True
-        if decision.from_state != decision.to_state or decision.timers_to_cancel:
-            current.entered = now
-        if decision.finished:
-            current.status = InstanceStatus.COMPLETED
-        return Outcome(
-            event_id,
-            "applied",
-            instance.id,
-            decision.from_state,
-            decision.to_state,
-            revision,
-            instance=_snapshot_of(current, now),
-        )
-
-    def _record_decision(
-        self,
-        writes: WriteSet,
-        instance: Instance,
-        decision: Decision,
-        revision: int,
-        source: str,
-        request_id: str | None,
-        payload: Mapping[str, Any],
-        *,
-        fired_timer: str | None = None,
-    ) -> None:
-        event_id = decision.history.event_id
-        status = (InstanceStatus.COMPLETED if decision.finished else InstanceStatus.ACTIVE).value
-        writes.history(
-            instance.id,
-            revision,
-            event_id,
-            decision.history.event_type,
-            source,
-            decision.from_state or None,
-            decision.to_state,
-            decision.transition,
-            payload,
-            "started" if decision.history.trigger_type == "start" else "applied",
-            None,
-            request_id,
-        )
-        if decision.history.trigger_type != "start":
-            writes.inbox(event_id, instance.id, "applied")
-        if fired_timer is not None:
-            writes.cancel_timer(instance.id, fired_timer)
-        for name in decision.timers_to_cancel:
-            writes.cancel_timer(instance.id, name)
-        for timer in decision.timers_to_set:
-            writes.set_timer(instance.id, event_id, timer)
-        writes.publish(instance, decision.outbound, request_id)
-        if decision.from_state == decision.to_state and not decision.finished:
-            return  # an internal or self-transition: the state did not change
-        writes.state_changed(
-            instance,
-            from_state=decision.from_state or None,
-            to_state=decision.to_state,
-            status=status,
-            revision=revision,
-            event_id=event_id,
-            event_type=decision.history.event_type,
-            request_id=request_id,
-        )
-
-    def _record_rejection(
-        self,
-        writes: WriteSet,
-        current: _Working,
-        trigger: Trigger,
-        rejection: Rejection,
-        event_type: str,
-        payload: Mapping[str, Any],
-        source: str,
-        request_id: str | None,
-    ) -> Outcome:
-        instance = current.instance
-        writes.history(
-            instance.id,
-            current.revision,
-            trigger.event_id,
-            event_type,
-            source,
-            current.state,
-            None,
-            None,
-            # Bounded: a refused event must not grow the history by its whole payload.
-            rejected_payload(payload),
-            "rejected",
-            rejection.message,
-            request_id,
-        )
-        writes.inbox(trigger.event_id, instance.id, "rejected")
-        status: OutcomeStatus = "stale" if rejection.reason == "stale_timer" else "rejected"
-        return Outcome(
-            trigger.event_id,
-            status,
-            instance.id,
-            current.state,
-            None,
-            current.revision,
-            rejection=rejection,
-            instance=_snapshot_of(current, None),
-        )
 
     # ------------------------------------------------------------------ operator
 
@@ -739,42 +513,6 @@ class Runtime:
     ) -> Page:
         """Instances matching ``filters``, newest first, by keyset pagination."""
         return await queries.list_instances(self.engine, filters, limit=limit, cursor=cursor)
-
-
-def _behind_retry(current: _Working, trigger: Trigger, parked: list[dict[str, Any]]) -> Outcome:
-    """A trigger for an instance that is retrying a failed step waits for that step: an
-    event is parked (applied in order after the retry), the failed trigger itself
-    delivered again changes nothing, and a timer fires again once its scheduler's lease
-    runs out."""
-    instance = current.instance
-    error = instance.error or {}
-    if trigger.event_id == error.get("event_id"):
-        return Outcome(
-            trigger.event_id, "retrying", instance.id, current.state, error=error.get("error")
-        )
-    if isinstance(trigger, TimerFiring):
-        return Outcome(trigger.event_id, "deferred", instance.id)
-    parked.append(retries.park(instance, trigger))
-    return Outcome(trigger.event_id, "parked", instance.id, current.state)
-
-
-def _snapshot_of(current: _Working, now: datetime | None) -> Instance:
-    """The instance as the batch has left it so far (what the commit will store)."""
-    base = current.instance
-    return Instance(
-        id=base.id,
-        workflow=base.workflow,
-        version=base.version,
-        business_key=base.business_key,
-        state=current.state,
-        data=current.data,
-        status=current.status,
-        revision=current.revision,
-        created_at=base.created_at,
-        updated_at=now if now is not None and current.changed else base.updated_at,
-        state_entered_at=current.entered or base.state_entered_at,
-        error=current.error,
-    )
 
 
 def _record_start(writes: WriteSet, instance: Instance, start: _PreparedStart) -> None:
@@ -829,17 +567,6 @@ def _new_instance(start: _PreparedStart) -> Instance:
         updated_at=start.now,
         state_entered_at=start.now,
         error=None,
-    )
-
-
-def _working(instance: Instance) -> _Working:
-    return _Working(
-        instance,
-        instance.state,
-        instance.data,
-        instance.status,
-        instance.revision,
-        error=instance.error,
     )
 
 
