@@ -15,17 +15,18 @@ from sqlalchemy.engine import Connection
 
 from engine.settings import Settings
 from engine.store.database import create_engine
+from engine.store.migrations import context_options
 
 config = context.config
 
 
 def _run(connection: Connection) -> None:
     schema = connection.info.get("conveyor_schema")
+    # target_metadata (engine.store.schema) is what `alembic check` compares with.
     context.configure(
         connection=connection,
-        target_metadata=None,
-        version_table_schema=schema,
         transaction_per_migration=False,
+        **context_options(schema),
     )
     with context.begin_transaction():
         context.run_migrations()

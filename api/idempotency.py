@@ -20,6 +20,8 @@ the claim over (a concurrent waiter does so while it polls) and runs the operati
 which is safe: the runtime's start key turns a repeated start into the same instance.
 A claim can only be taken over with the same digest, so the key still belongs to the
 first request's body.
+
+The statements are in ``engine.store.idempotency``; this module is the protocol.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.errors import ConveyorError
-from engine.store.database import driver_connection
+from engine.store import idempotency as rows
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 200
@@ -47,42 +49,6 @@ LEASE = timedelta(seconds=10)
 WAIT = 12.0
 FIRST_POLL = 0.005
 MAX_POLL = 0.1
-
-# Claim (api_key_id, key, endpoint) for digest $4, or take over an expired claim of the
-# same digest; else the row as this statement's snapshot sees it. No row at all: the
-# claim conflicted with a row committed after the snapshot (ask again).
-CLAIM = """
-with claim as (
-  insert into idempotent_responses as r (api_key_id, key, endpoint, request_hash, claimed_until)
-  values ($1, $2, $3, $4, now() + $5::interval)
-  on conflict (api_key_id, key, endpoint) do update set claimed_until = excluded.claimed_until
-  where r.status is null and r.request_hash = excluded.request_hash and r.claimed_until < now()
-  returning r.claimed_until
-)
-select true as claimed, claimed_until, null::bytea as request_hash, null::int as status,
-       null::bytea as body
-from claim
-union all
-select false, claimed_until, request_hash, status, body from idempotent_responses
-where api_key_id = $1 and key = $2 and endpoint = $3 and not exists (select from claim)
-"""
-
-# The claim's lease end identifies it: a claim taken over has another one.
-STORE = """
-update idempotent_responses set status = $5, body = $6, claimed_until = null
-where api_key_id = $1 and key = $2 and endpoint = $3 and claimed_until = $4
-returning true
-"""
-
-STORED = """
-select status, body from idempotent_responses
-where api_key_id = $1 and key = $2 and endpoint = $3 and status is not null
-"""
-
-RELEASE = """
-delete from idempotent_responses
-where api_key_id = $1 and key = $2 and endpoint = $3 and claimed_until = $4
-"""
 
 
 class IdempotencyKeyReused(ConveyorError):
@@ -148,20 +114,17 @@ async def claim(
     deadline = time.monotonic() + wait
     delay = FIRST_POLL
     while True:
-        async with driver_connection(engine) as conn:
-            row = await conn.fetchrow(
-                CLAIM, scope.api_key_id, scope.key, scope.endpoint, digest, lease
-            )
+        row = await rows.claim(engine, scope.api_key_id, scope.key, scope.endpoint, digest, lease)
         if row is not None:
-            if row["claimed"]:
-                return Claim(scope, digest, row["claimed_until"])
-            if bytes(row["request_hash"]) != digest:
+            if isinstance(row, rows.Claimed):
+                return Claim(scope, digest, row.lease_end)
+            if row.request_hash != digest:
                 raise IdempotencyKeyReused(
                     f"{HEADER} {scope.key!r} was used for a different request to this "
                     "endpoint; use a new key for a new request"
                 )
-            if row["status"] is not None:
-                return StoredResponse(row["status"], bytes(row["body"]))
+            if row.response is not None:
+                return StoredResponse(*row.response)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise IdempotencyKeyInProgress(
@@ -179,26 +142,21 @@ async def complete(engine: AsyncEngine, held: Claim, response: StoredResponse) -
     the new claimer stored its response first.
     """
     scope = held.scope
-    async with driver_connection(engine) as conn:
-        stored = await conn.fetchval(
-            STORE,
-            scope.api_key_id,
-            scope.key,
-            scope.endpoint,
-            held.lease_end,
-            response.status,
-            response.body,
-        )
-        if stored:
-            return response
-        row = await conn.fetchrow(STORED, scope.api_key_id, scope.key, scope.endpoint)
-    if row is None:  # taken over and still running, or pruned: ours is as good
+    other = await rows.store(
+        engine,
+        scope.api_key_id,
+        scope.key,
+        scope.endpoint,
+        held.lease_end,
+        response.status,
+        response.body,
+    )
+    if other is None:  # ours is stored; or taken over and still running, or pruned
         return response
-    return StoredResponse(row["status"], bytes(row["body"]))
+    return StoredResponse(*other)
 
 
 async def release(engine: AsyncEngine, held: Claim) -> None:
     """Give the key up without a response (the operation failed): it may be used again."""
     scope = held.scope
-    async with driver_connection(engine) as conn:
-        await conn.execute(RELEASE, scope.api_key_id, scope.key, scope.endpoint, held.lease_end)
+    await rows.release(engine, scope.api_key_id, scope.key, scope.endpoint, held.lease_end)

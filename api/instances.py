@@ -19,7 +19,7 @@ from api.validation import header_text, parse_body, parse_query, parse_uuid
 from engine.decide import Rejection
 from engine.errors import ConveyorError, InstanceNotFound, InvalidRequest
 from engine.model import Event, Outcome
-from engine.store.database import driver_connection
+from engine.store import queries
 from engine.store.queries import InstanceFilter
 
 bp = Blueprint("instances", url_prefix="/v1/instances")
@@ -215,17 +215,7 @@ async def _first_delivery(
     duplicate is the same id sent again to the same instance, and the same id sent to
     another instance is another event (it never conflicts with this one).
     """
-    async with driver_connection(request.app.ctx.db) as conn:
-        row = await conn.fetchrow(
-            "select i.outcome, h.from_state, h.to_state, h.revision, h.reason"
-            " from inbox i left join lateral ("
-            "   select from_state, to_state, revision, reason from history"
-            "   where instance_id = i.instance_id and event_id = i.event_id"
-            "   order by id desc limit 1) h on true"
-            " where i.instance_id = $1 and i.event_id = $2",
-            target,
-            outcome.event_id,
-        )
+    row = await queries.first_delivery(request.app.ctx.db, target, outcome.event_id)
     if row is None:  # the inbox row was cleaned up; nothing more to tell
         return outcome, "unknown"
     if row["outcome"] == "rejected":

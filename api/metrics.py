@@ -17,9 +17,8 @@ from typing import Any
 
 from sanic import Blueprint, HTTPResponse, Request
 from sanic.response import BaseHTTPResponse
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine.store.database import driver_connection
+from engine.store import outbox
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -208,12 +207,6 @@ def _worker_lines(snapshot: Mapping[str, Any]) -> Iterator[str]:
         yield f"{metric} {_number(float(value))}"
 
 
-async def outbox_backlog(engine: AsyncEngine) -> int:
-    async with driver_connection(engine) as conn:
-        count: int = await conn.fetchval("select count(*) from outbox where published_at is null")
-    return count
-
-
 bp = Blueprint("metrics")
 
 
@@ -221,7 +214,7 @@ bp = Blueprint("metrics")
 async def metrics(request: Request) -> HTTPResponse:
     """Prometheus text format: HTTP traffic, transitions, rejections, latencies, backlog."""
     registry: Metrics = request.app.ctx.metrics
-    backlog = await outbox_backlog(request.app.ctx.db)
+    backlog = await outbox.backlog(request.app.ctx.db)
     worker = getattr(request.app.ctx, "worker_metrics", None)
     snapshot = worker.snapshot() if worker is not None else None
     return HTTPResponse(registry.render(backlog, snapshot), content_type=CONTENT_TYPE)

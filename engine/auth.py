@@ -20,7 +20,7 @@ from typing import Literal, get_args
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.errors import ConveyorError, InvalidRequest
-from engine.store.database import driver_connection, driver_transaction
+from engine.store import api_keys as rows
 
 Scope = Literal["read", "write", "admin"]
 SCOPES: tuple[Scope, ...] = get_args(Scope)
@@ -108,15 +108,7 @@ async def create_api_key(engine: AsyncEngine, name: str, scopes: str | Iterable[
     prefix = secrets.token_hex(4)
     secret = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
     key_id = uuid.uuid4()
-    async with driver_transaction(engine) as conn:
-        await conn.execute(
-            "insert into api_keys (id, name, prefix, key_hash, scopes) values ($1, $2, $3, $4, $5)",
-            key_id,
-            name.strip(),
-            prefix,
-            hash_key(secret),
-            list(parsed),
-        )
+    await rows.insert(engine, key_id, name.strip(), prefix, hash_key(secret), parsed)
     return CreatedKey(ApiKey(key_id, name.strip(), prefix, parsed), secret)
 
 
@@ -124,12 +116,7 @@ async def verify_api_key(engine: AsyncEngine, secret: str) -> ApiKey | None:
     """The live (not revoked) key whose hash matches ``secret``, else None."""
     if not looks_like_key(secret):
         return None
-    async with driver_connection(engine) as conn:
-        row = await conn.fetchrow(
-            "select id, name, prefix, scopes from api_keys"
-            " where key_hash = $1 and revoked_at is null",
-            hash_key(secret),
-        )
+    row = await rows.live_by_hash(engine, hash_key(secret))
     if row is None:
         return None
     scopes = tuple(s for s in SCOPES if s in row["scopes"])
@@ -145,29 +132,19 @@ class KeyListing:
 
 async def list_api_keys(engine: AsyncEngine) -> list[KeyListing]:
     """Every key, live and revoked, oldest first (never a secret: they are not stored)."""
-    async with driver_connection(engine) as conn:
-        rows = await conn.fetch(
-            "select id, name, prefix, scopes, created_at, revoked_at from api_keys"
-            " order by created_at, prefix"
-        )
     return [
         KeyListing(
             ApiKey(r["id"], r["name"], r["prefix"], tuple(s for s in SCOPES if s in r["scopes"])),
             r["created_at"],
             r["revoked_at"],
         )
-        for r in rows
+        for r in await rows.all_keys(engine)
     ]
 
 
 async def revoke_api_key(engine: AsyncEngine, prefix: str) -> bool:
     """Revoke the key with ``prefix``; False when there is no live key with it."""
-    async with driver_transaction(engine) as conn:
-        status: str = await conn.execute(
-            "update api_keys set revoked_at = now() where prefix = $1 and revoked_at is null",
-            prefix,
-        )
-    return status.endswith(" 1")
+    return await rows.revoke(engine, prefix)
 
 
 __all__ = [

@@ -45,24 +45,12 @@ from engine.messaging.waits import first_of
 from engine.observability import get_logger
 from engine.settings import Settings
 from engine.store.database import driver_transaction, ping
+from engine.store.outbox import CLAIM_UNPUBLISHED, MARK_PUBLISHED, TRY_LEAD
 from engine.transient import is_database_unavailable, is_transient
 
 log = get_logger("conveyor.relay")
 
 CHANNEL = "conveyor_outbox"
-
-CLAIM_UNPUBLISHED = """
-select id, topic, key, headers, value from outbox
-where published_at is null
-order by id
-limit $1
-for update skip locked
-"""
-
-MARK_PUBLISHED = "update outbox set published_at = $1 where id = any($2::int8[])"
-
-# One leader per schema: the key is derived from the schema name.
-TRY_LEAD = "select pg_try_advisory_lock(hashtextextended('conveyor.outbox_relay/' || $1, 0))"
 
 ProducerFactory = Callable[[Settings], AIOKafkaProducer]
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -11,8 +13,35 @@ from sqlalchemy.engine import Connection
 
 from engine.settings import Settings
 from engine.store.database import create_engine
+from engine.store.schema import metadata
 
 ROOT = Path(__file__).resolve().parents[2]
+VERSION_TABLE = "alembic_version"
+
+
+def context_options(schema: str | None) -> dict[str, Any]:
+    """What ``alembic/env.py`` tells Alembic's migration context, and what the schema check
+    (``tests/integration/test_schema.py``) compares with: the declared tables
+    (``engine.store.schema``), the version table in the configured schema, and a strict
+    autogenerate comparison (column types and server defaults too).
+
+    Only the connection's own schema (its ``search_path``) is compared
+    (``include_schemas`` stays off), and Alembic's version table is not a declared table.
+    """
+    return {
+        "target_metadata": metadata,
+        "version_table": VERSION_TABLE,
+        "version_table_schema": schema,
+        "compare_type": True,
+        "compare_server_default": True,
+        "include_name": _declared_or_not_a_table,
+    }
+
+
+def _declared_or_not_a_table(
+    name: str | None, type_: str, _parent_names: Mapping[str, str | None]
+) -> bool:
+    return not (type_ == "table" and name == VERSION_TABLE)
 
 
 def alembic_config() -> Config:

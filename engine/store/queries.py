@@ -92,6 +92,28 @@ async def history(
     return [HistoryRecord(**dict(row)) for row in rows]
 
 
+# What the first delivery of an event id ($2) to an instance ($1) did: the inbox row and
+# the last history entry it wrote (none when it was parked or failed before one).
+FIRST_DELIVERY = (
+    "select i.outcome, h.from_state, h.to_state, h.revision, h.reason"
+    " from inbox i left join lateral ("
+    "   select from_state, to_state, revision, reason from history"
+    "   where instance_id = i.instance_id and event_id = i.event_id"
+    "   order by id desc limit 1) h on true"
+    " where i.instance_id = $1 and i.event_id = $2"
+)
+
+
+async def first_delivery(
+    engine: AsyncEngine, instance_id: uuid.UUID, event_id: str
+) -> asyncpg.Record | None:
+    """The inbox outcome of ``event_id`` at ``instance_id`` with the from_state, to_state,
+    revision and reason of its last history entry; None when no inbox row has it."""
+    async with driver_connection(engine) as conn:
+        row: asyncpg.Record | None = await conn.fetchrow(FIRST_DELIVERY, instance_id, event_id)
+    return row
+
+
 async def list_instances(
     engine: AsyncEngine, filters: InstanceFilter, *, limit: int = 50, cursor: str | None = None
 ) -> Page:

@@ -1,0 +1,243 @@
+"""Every table of Conveyor, declared once (SQLAlchemy Core metadata).
+
+The migrations in ``alembic/versions`` make the database; this module says what they
+make. Alembic gets ``metadata`` as its ``target_metadata``, and
+``tests/integration/test_schema.py`` migrates a fresh schema and checks that Alembic's
+autogenerate comparison finds no difference (what ``alembic check`` does), so the two
+cannot drift apart: a migration that changes a table changes it here too.
+
+The statements themselves stay hand-written SQL (``engine.store`` modules): the hot path
+prepares each set-based statement once per connection on asyncpg, which this metadata
+does not change. Names are PostgreSQL's own defaults (``<table>_pkey``,
+``<table>_<column>_key``, ``<table>_<column>_fkey``) where the migrations let PostgreSQL
+pick them, so that the declaration names what the database holds.
+
+Not tables, so not here: the ``conveyor_outbox_notify()`` function and the
+``outbox_notify`` trigger on ``outbox`` (migration 0002) that wake the outbox relay.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    TIMESTAMP,
+    BigInteger,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+
+metadata = MetaData()
+
+NOW = text("now()")
+
+
+def _timestamp() -> TIMESTAMP:
+    return TIMESTAMP(timezone=True)
+
+
+def _instance_ref(table: str) -> ForeignKey:
+    """``instance_id`` of a row that goes with its instance."""
+    return ForeignKey("instances.id", ondelete="CASCADE", name=f"{table}_instance_id_fkey")
+
+
+# One workflow instance: its state, data and status; ``revision`` counts its transitions.
+instances = Table(
+    "instances",
+    metadata,
+    Column("id", UUID(as_uuid=True), nullable=False),
+    Column("workflow", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("business_key", Text, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("data", JSONB, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("revision", BigInteger, nullable=False, server_default="0"),
+    # The idempotency key of the start that created it.
+    Column("start_key", Text, nullable=True),
+    Column("error", JSONB, nullable=True),
+    Column("created_at", _timestamp(), nullable=False, server_default=NOW),
+    Column("updated_at", _timestamp(), nullable=False, server_default=NOW),
+    Column("state_entered_at", _timestamp(), nullable=False),
+    PrimaryKeyConstraint("id", name="instances_pkey"),
+    CheckConstraint(
+        "status in ('active', 'retrying', 'completed', 'failed', 'cancelled')",
+        name="instances_status",
+    ),
+    UniqueConstraint("workflow", "business_key", name="instances_workflow_business_key"),
+    # Start idempotency: one instance per (workflow, idempotency key).
+    Index(
+        "instances_start_key",
+        "workflow",
+        "start_key",
+        unique=True,
+        postgresql_where=text("start_key is not null"),
+    ),
+    # List queries: filters + keyset order (created_at, id) / (updated_at, id).
+    Index("instances_created", "created_at", "id"),
+    Index("instances_updated", "updated_at", "id"),
+    Index("instances_workflow_state", "workflow", "state", "created_at"),
+    Index("instances_status", "status", "created_at"),
+    # Business key prefix filters (``like 'prefix%'``).
+    Index(
+        "instances_business_key_prefix",
+        "business_key",
+        postgresql_ops={"business_key": "text_pattern_ops"},
+    ),
+    # History retention walks ended instances by when they ended (0004).
+    Index(
+        "instances_ended",
+        "updated_at",
+        "id",
+        postgresql_where=text("status in ('completed', 'cancelled')"),
+    ),
+)
+
+# What happened to an instance, in order: one row per applied, rejected or failed trigger.
+history = Table(
+    "history",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), nullable=False),
+    Column("instance_id", UUID(as_uuid=True), _instance_ref("history"), nullable=False),
+    Column("revision", BigInteger, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("event_type", Text, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("from_state", Text, nullable=True),
+    Column("to_state", Text, nullable=True),
+    Column("transition", Text, nullable=True),
+    Column("payload", JSONB, nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("request_id", Text, nullable=True),
+    Column("occurred_at", _timestamp(), nullable=False, server_default=NOW),
+    PrimaryKeyConstraint("id", name="history_pkey"),
+    Index("history_instance", "instance_id", "id"),
+)
+
+# Deduplication: the events each instance has seen (event ids are unique per instance).
+inbox = Table(
+    "inbox",
+    metadata,
+    Column("instance_id", UUID(as_uuid=True), nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("processed_at", _timestamp(), nullable=False, server_default=NOW),
+    # Also the index of the runtime's lookup by (instance_id, event_id) pairs.
+    PrimaryKeyConstraint("instance_id", "event_id", name="inbox_pkey"),
+    Index("inbox_processed_at", "processed_at"),
+)
+
+# Timers of instances (the DSL's timers and ``conveyor.retry``), one per (instance, name).
+timers = Table(
+    "timers",
+    metadata,
+    Column("id", UUID(as_uuid=True), nullable=False),
+    Column("instance_id", UUID(as_uuid=True), _instance_ref("timers"), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("due_at", _timestamp(), nullable=False),
+    # A scheduler's lease: set when claimed, so that a crashed scheduler's timers become
+    # claimable again once it expires.
+    Column("claimed_until", _timestamp(), nullable=True),
+    Column("created_at", _timestamp(), nullable=False, server_default=NOW),
+    PrimaryKeyConstraint("id", name="timers_pkey"),
+    UniqueConstraint("instance_id", "name", name="timers_instance_name"),
+    Index("timers_due", "due_at"),
+)
+
+# Kafka messages written in the instance's transaction; the relay publishes them.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), nullable=False),
+    Column("message_id", UUID(as_uuid=True), nullable=False),
+    Column("instance_id", UUID(as_uuid=True), nullable=True),
+    Column("topic", Text, nullable=False),
+    Column("key", LargeBinary, nullable=True),
+    Column("headers", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("value", LargeBinary, nullable=False),
+    Column("created_at", _timestamp(), nullable=False, server_default=NOW),
+    Column("published_at", _timestamp(), nullable=True),
+    PrimaryKeyConstraint("id", name="outbox_pkey"),
+    UniqueConstraint("message_id", name="outbox_message_id_key"),
+    # The relay reads only unpublished rows, in id order.
+    Index("outbox_pending", "id", postgresql_where=text("published_at is null")),
+)
+
+# API keys: only the SHA-256 of a key is stored, never the key.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", UUID(as_uuid=True), nullable=False),
+    Column("name", Text, nullable=False),
+    # The first characters of the key, shown in listings and logs; never the secret.
+    Column("prefix", Text, nullable=False),
+    Column("key_hash", LargeBinary, nullable=False),
+    Column("scopes", ARRAY(Text), nullable=False),
+    Column("created_at", _timestamp(), nullable=False, server_default=NOW),
+    Column("revoked_at", _timestamp(), nullable=True),
+    PrimaryKeyConstraint("id", name="api_keys_pkey"),
+    UniqueConstraint("prefix", name="api_keys_prefix_key"),
+    UniqueConstraint("key_hash", name="api_keys_key_hash_key"),
+    CheckConstraint("scopes <@ array['read', 'write', 'admin']::text[]", name="api_keys_scopes"),
+)
+
+# Idempotency-Key: a claim (status and body null, ``claimed_until`` the claimer's lease),
+# then the stored response of the first request with a (api key, key, endpoint).
+idempotent_responses = Table(
+    "idempotent_responses",
+    metadata,
+    Column("key", Text, nullable=False),
+    Column("endpoint", Text, nullable=False),
+    Column("request_hash", LargeBinary, nullable=False),
+    Column("status", Integer, nullable=True),
+    Column("body", LargeBinary, nullable=True),
+    Column("created_at", _timestamp(), nullable=False, server_default=NOW),
+    Column("api_key_id", UUID(as_uuid=True), nullable=False),
+    Column("claimed_until", _timestamp(), nullable=True),
+    PrimaryKeyConstraint("api_key_id", "key", "endpoint", name="idempotent_responses_pkey"),
+    CheckConstraint(
+        "(status is null) = (body is null) and (status is null) = (claimed_until is not null)",
+        name="idempotent_responses_claim_or_response",
+    ),
+    Index("idempotent_responses_created", "created_at"),
+)
+
+# Events that arrived while their instance waited for a retry, in arrival order.
+parked_events = Table(
+    "parked_events",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), nullable=False),
+    Column("instance_id", UUID(as_uuid=True), _instance_ref("parked_events"), nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("event_type", Text, nullable=False),
+    Column("payload", JSONB, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("request_id", Text, nullable=True),
+    Column("parked_at", _timestamp(), nullable=False, server_default=NOW),
+    PrimaryKeyConstraint("id", name="parked_events_pkey"),
+    UniqueConstraint("instance_id", "event_id", name="parked_events_instance_event"),
+)
+
+__all__ = [
+    "api_keys",
+    "history",
+    "idempotent_responses",
+    "inbox",
+    "instances",
+    "metadata",
+    "outbox",
+    "parked_events",
+    "timers",
+]
