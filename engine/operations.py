@@ -1,6 +1,7 @@
 """Operator actions: cancel and retry.
 
-Functions over a :class:`~engine.runtime.Runtime` (which exposes them as methods). Each is
+Functions over an :class:`~engine.applier.Applier` (the runtime exposes them as methods;
+they sit above it and never reach into it). Each is
 one transaction that locks the instance, changes its status, and records the change in
 its history and on the ``state_changed`` topic. (Failing and retrying after a failure are
 :mod:`engine.retries`.)
@@ -9,9 +10,9 @@ its history and on the ``state_changed`` topic. (Failing and retrying after a fa
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING
 
 from engine import retries
+from engine.applier import Applier
 from engine.errors import InstanceNotFound, InvalidState
 from engine.model import Instance, InstanceStatus, Outcome
 from engine.store import statements as sql
@@ -19,20 +20,17 @@ from engine.store.database import driver_transaction
 from engine.store.queries import instance_from_row
 from engine.store.writeset import WriteSet
 
-if TYPE_CHECKING:
-    from engine.runtime import Runtime
-
 CANCELLED_WHILE_PARKED = (
     "the instance was cancelled while this event waited behind a retry; it was not applied"
 )
 
 
 async def cancel(
-    runtime: Runtime, instance_id: uuid.UUID, *, reason: str = "", request_id: str | None = None
+    applier: Applier, instance_id: uuid.UUID, *, reason: str = "", request_id: str | None = None
 ) -> Instance:
     """Cancel an active, retrying or failed instance: its timers go, events parked behind
     a retry are refused, its history says who and why."""
-    async with driver_transaction(runtime.engine) as conn:
+    async with driver_transaction(applier.db) as conn:
         rows = await conn.fetch(sql.LOCK_INSTANCES, [instance_id])
         if not rows:
             raise InstanceNotFound(f"no instance {instance_id}")
@@ -44,7 +42,7 @@ async def cancel(
                 f"instance {instance_id} is completed in state '{instance.state}'; "
                 "it cannot be cancelled"
             )
-        writes = WriteSet(runtime.clock(), runtime.topics)
+        writes = WriteSet(applier.clock(), applier.topics)
         revision = writes.status_change(
             instance,
             status=InstanceStatus.CANCELLED.value,
@@ -66,7 +64,7 @@ async def cancel(
 
 
 async def retry(
-    runtime: Runtime, instance_id: uuid.UUID, *, request_id: str | None = None
+    applier: Applier, instance_id: uuid.UUID, *, request_id: str | None = None
 ) -> Outcome:
     """Re-activate a failed instance (or hurry a retrying one) and re-apply the trigger
     that failed it, then the events parked behind it, in one transaction.
@@ -74,7 +72,7 @@ async def retry(
     The attempts start again from one under the transition's retry policy: a failure now
     answers ``retrying`` (or ``failed`` when the policy allows a single attempt).
     """
-    async with driver_transaction(runtime.engine) as conn:
+    async with driver_transaction(applier.db) as conn:
         rows = await conn.fetch(sql.LOCK_INSTANCES, [instance_id])
         if not rows:
             raise InstanceNotFound(f"no instance {instance_id}")
@@ -86,7 +84,7 @@ async def retry(
                 "retrying instances can be retried"
             )
         error = instance.error
-        writes = WriteSet(runtime.clock(), runtime.topics)
+        writes = WriteSet(applier.clock(), applier.topics)
         writes.status_change(
             instance,
             status=InstanceStatus.ACTIVE.value,
@@ -114,4 +112,4 @@ async def retry(
             retries.RETRY_TIMER,
         )
         fresh = instance_from_row(await conn.fetchrow(sql.GET_INSTANCE, instance.id))
-        return await retries.resume(runtime, conn, fresh, error, attempts=0, request_id=request_id)
+        return await retries.resume(applier, conn, fresh, error, attempts=0, request_id=request_id)

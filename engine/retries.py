@@ -18,24 +18,22 @@ same way. Cancelling the instance refuses what is parked, in its history.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import asyncpg
-import orjson
 
+from engine.applier import Applier
 from engine.decide import ActionFailed
 from engine.model import Event, Instance, InstanceStatus, InstanceTrigger, Outcome, TimerFiring
 from engine.observability import get_logger
 from engine.spec import RESERVED_TIMER_PREFIX
+from engine.store import parked as parked_events
 from engine.store import statements as sql
 from engine.store.database import driver_transaction
 from engine.store.queries import instance_from_row
 from engine.store.writeset import WriteSet, rejected_payload
-
-if TYPE_CHECKING:
-    from engine.runtime import Runtime
 
 log = get_logger("conveyor.runtime")
 
@@ -49,26 +47,6 @@ insert into timers (id, instance_id, name, state, due_at) values ($1, $2, $3, $4
 on conflict (instance_id, name) do update
 set id = excluded.id, state = excluded.state, due_at = excluded.due_at, claimed_until = null
 """
-
-PARK_EVENTS = """
-insert into parked_events (instance_id, event_id, event_type, payload, source, request_id,
-                           parked_at)
-select p.instance_id, p.event_id, p.event_type, p.payload, p.source, p.request_id, $2
-from rows from (jsonb_to_recordset($1::jsonb)
-       as (instance_id uuid, event_id text, event_type text, payload jsonb, source text,
-           request_id text)) with ordinality
-     as p(instance_id, event_id, event_type, payload, source, request_id, ord)
-order by p.ord
-on conflict (instance_id, event_id) do nothing
-"""
-
-PARKED = """
-select event_id, event_type, payload, source, request_id from parked_events
-where instance_id = $1 order by id
-"""
-
-UNPARK = "delete from parked_events where instance_id = $1 and event_id = any($2::text[])"
-
 
 # ---------------------------------------------------------------------------- the error
 
@@ -117,12 +95,12 @@ def trigger_of(error: Mapping[str, Any], instance_id: uuid.UUID, request_id: str
 
 
 async def schedule(
-    runtime: Runtime, trigger: Trigger, failure: ActionFailed, attempts: int
+    applier: Applier, trigger: Trigger, failure: ActionFailed, attempts: int
 ) -> Outcome:
     """After ``attempts`` failed attempts with more allowed: the instance waits as
     ``retrying`` and a timer fires the next attempt after the policy's backoff."""
-    async with driver_transaction(runtime.engine) as conn:
-        (instance_id,) = await runtime._targets(conn, [trigger])
+    async with driver_transaction(applier.db) as conn:
+        (instance_id,) = await applier.targets(conn, [trigger])
         rows = await conn.fetch(sql.LOCK_INSTANCES, [instance_id])
         if not rows:
             return Outcome(trigger.event_id, "not_found")
@@ -141,13 +119,13 @@ async def schedule(
             # trigger failed first (it is retrying), or it was cancelled or completed.
             # This trigger then goes where any trigger would go now: parked behind that
             # retry, or refused, or "retrying" if it is the very trigger being retried.
-            (result,) = await runtime._apply_locked(conn, [trigger], True)
+            (result,) = await applier.apply_locked(conn, [trigger], True)
             return result.outcome
-        return await _record_failure(runtime, conn, instance, trigger, failure, attempts)
+        return await _record_failure(applier, conn, instance, trigger, failure, attempts)
 
 
 async def _record_failure(
-    runtime: Runtime,
+    applier: Applier,
     conn: asyncpg.Connection,
     instance: Instance,
     trigger: Trigger,
@@ -156,14 +134,14 @@ async def _record_failure(
 ) -> Outcome:
     """With the instance locked: ``retrying`` with a timer when the policy allows another
     attempt, else ``failed``. One history entry and one ``state_changed`` message."""
-    now = runtime.clock()
+    now = applier.clock()
     retrying = attempts < failure.retry.attempts
     error = failure_record(trigger, failure, attempts, now)
     next_at = now + failure.retry.backoff(attempts) if retrying else None
     if next_at is not None:
         error["next_attempt_at"] = next_at.isoformat()
     is_event = isinstance(trigger, Event)
-    writes = WriteSet(now, runtime.topics)
+    writes = WriteSet(now, applier.topics)
     revision = writes.status_change(
         instance,
         status=(InstanceStatus.RETRYING if retrying else InstanceStatus.FAILED).value,
@@ -213,31 +191,12 @@ async def _record_failure(
 # ---------------------------------------------------------------------------- parking
 
 
-async def write_parked(
-    conn: asyncpg.Connection, rows: Sequence[Mapping[str, Any]], now: datetime
-) -> None:
-    if rows:
-        await conn.execute(PARK_EVENTS, orjson.dumps(list(rows)).decode(), now)
-
-
-async def parked_pairs(
-    conn: asyncpg.Connection, instance_ids: Sequence[uuid.UUID]
-) -> frozenset[tuple[uuid.UUID, str]]:
-    """The (instance, event id) pairs parked for these (failed) instances: a redelivery
-    of one must wait for the operator's retry, not be refused."""
-    rows = await conn.fetch(
-        "select instance_id, event_id from parked_events where instance_id = any($1::uuid[])",
-        list(instance_ids),
-    )
-    return frozenset((r["instance_id"], r["event_id"]) for r in rows)
-
-
 # ---------------------------------------------------------------------------- resuming
 
 
-async def fire(runtime: Runtime, firing: TimerFiring) -> Outcome:
+async def fire(applier: Applier, firing: TimerFiring) -> Outcome:
     """The retry timer fired: apply the failing trigger, then what was parked."""
-    async with driver_transaction(runtime.engine) as conn:
+    async with driver_transaction(applier.db) as conn:
         rows = await conn.fetch(sql.LOCK_INSTANCES, [firing.instance_id])
         if not rows:
             return Outcome(firing.event_id, "not_found")
@@ -246,7 +205,7 @@ async def fire(runtime: Runtime, firing: TimerFiring) -> Outcome:
         error = instance.error
         if live is None or instance.status is not InstanceStatus.RETRYING or not error:
             return Outcome(firing.event_id, "stale", instance.id)
-        writes = WriteSet(runtime.clock(), runtime.topics)
+        writes = WriteSet(applier.clock(), applier.topics)
         writes.status_change(
             instance,
             status=InstanceStatus.ACTIVE.value,
@@ -262,11 +221,11 @@ async def fire(runtime: Runtime, firing: TimerFiring) -> Outcome:
         )
         await conn.fetchrow(sql.APPLY, *writes.params())
         fresh = instance_from_row(await conn.fetchrow(sql.GET_INSTANCE, instance.id))
-        return await resume(runtime, conn, fresh, error, attempts=int(error["attempts"]))
+        return await resume(applier, conn, fresh, error, attempts=int(error["attempts"]))
 
 
 async def resume(
-    runtime: Runtime,
+    applier: Applier,
     conn: asyncpg.Connection,
     instance: Instance,
     error: Mapping[str, Any],
@@ -291,7 +250,7 @@ async def resume(
             source=row["source"],
             request_id=row["request_id"],
         )
-        for row in await conn.fetch(PARKED, instance.id)
+        for row in await parked_events.parked(conn, instance.id)
     ]
     if isinstance(failed, TimerFiring):
         # Make the failed firing live again (it may have been dropped with the failure).
@@ -302,10 +261,10 @@ async def resume(
             instance.id,
             failed.name,
             failed.state,
-            runtime.clock(),
+            applier.clock(),
         )
     triggers: list[Trigger] = [failed, *parked]
-    results = await runtime._apply_locked(conn, triggers, True)
+    results = await applier.apply_locked(conn, triggers, True)
     settled = [
         event.event_id
         for event, result in zip(parked, results[1:], strict=True)
@@ -314,8 +273,7 @@ async def resume(
     failing = next((i for i, r in enumerate(results) if r.failure is not None), None)
     if failing is not None and failing > 0:
         settled.append(triggers[failing].event_id)  # no longer parked: it is the error now
-    if settled:
-        await conn.execute(UNPARK, instance.id, settled)
+    await parked_events.unpark(conn, instance.id, settled)
     # Timers that came due while the instance was retrying were refused ("deferred") and
     # sit under a scheduler's lease: let the next poll fire them instead of the lease's end.
     await conn.execute(
@@ -337,7 +295,7 @@ async def resume(
     row = await conn.fetchrow(sql.GET_INSTANCE, instance.id)
     fresh = instance_from_row(row)
     outcome = await _record_failure(
-        runtime,
+        applier,
         conn,
         fresh,
         triggers[failing],
@@ -353,15 +311,8 @@ async def refuse_parked(
     """On cancel: what was parked is refused, each with a history entry saying why (at the
     cancel's ``revision``). One already processed (refused while the instance was failed,
     say) is only dropped."""
-    rows = await conn.fetch(
-        "delete from parked_events p where instance_id = $1"
-        " and not exists (select 1 from inbox i"
-        "   where i.instance_id = p.instance_id and i.event_id = p.event_id)"
-        " returning id, event_id, event_type, payload, source, request_id",
-        instance.id,
-    )
-    await conn.execute("delete from parked_events where instance_id = $1", instance.id)
-    for row in sorted(rows, key=lambda r: r["id"]):
+    rows = await parked_events.drop_parked(conn, instance.id)
+    for row in rows:
         writes.history(
             instance.id,
             revision,
@@ -383,9 +334,7 @@ async def refuse_parked(
 __all__ = [
     "RETRY_TIMER",
     "fire",
-    "parked_pairs",
     "refuse_parked",
     "resume",
     "schedule",
-    "write_parked",
 ]

@@ -25,16 +25,17 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine import operations, retries
+from engine.applier import Applier, RuntimeObserver, retry_conflicts
 from engine.batching import GroupCommit
 from engine.decide import (
     ActionFailed,
@@ -62,42 +63,22 @@ from engine.model import (
     TimerFiring,
 )
 from engine.observability import get_logger
-from engine.planning import Loaded, Result, plan
+from engine.planning import Result
 from engine.registry import Registry
 from engine.store import queries
 from engine.store import statements as sql
-from engine.store.database import driver_connection, driver_transaction
+from engine.store.database import driver_connection
 from engine.store.queries import InstanceFilter, instance_from_row
 from engine.store.writeset import WriteSet
-from engine.transient import CONFLICT_ERRORS
 
 log = get_logger("conveyor.runtime")
 
 Clock = Callable[[], datetime]
 Trigger = InstanceTrigger
 
-# A transaction lost a race (deadlock, serialization, a duplicate recorded concurrently):
-# the runtime runs it again.
-TRANSIENT_ERRORS = CONFLICT_ERRORS
-TRANSACTION_ATTEMPTS = 5
-
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-class RuntimeObserver(Protocol):
-    """Told about every transaction that applied triggers (for metrics)."""
-
-    def transaction(self, *, triggers: int, decide_seconds: float, commit_seconds: float) -> None:
-        """``decide_seconds``: the pure steps of the batch; ``commit_seconds``: its write and
-        commit."""
-
-
-@dataclass(slots=True)
-class _Timing:
-    decide_seconds: float = 0.0
-    write_started: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +117,7 @@ class Runtime:
         self.topics = Topics(topic_prefix)
         self.clock = clock
         self.observer = observer
+        self.applier = Applier(engine, registry, self.topics, clock, observer)
         self._reads: GroupCommit[uuid.UUID, Instance | None] = GroupCommit(
             self._get_many, max_batch=500, concurrency=send_concurrency
         )
@@ -243,24 +225,22 @@ class Runtime:
         for p, instance in zip(starts, instances, strict=True):
             _record_start(writes, instance, p)
         params = writes.start_params(rows)
-        for attempt in range(TRANSACTION_ATTEMPTS):
-            try:
-                write_started = time.perf_counter()
-                async with driver_connection(self.engine) as conn:
-                    result = await conn.fetchrow(sql.START_INSTANCES, *params)
-                if self.observer is not None:
-                    # The starts' decisions were made by their callers, before queueing.
-                    self.observer.transaction(
-                        triggers=len(starts),
-                        decide_seconds=0.0,
-                        commit_seconds=time.perf_counter() - write_started,
-                    )
-                created = set(result["changed"]) if result is not None else set()
-                return [i if i.id in created else None for i in instances]
-            except TRANSIENT_ERRORS:
-                if attempt == TRANSACTION_ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")
+
+        async def insert() -> list[Instance | None]:
+            write_started = time.perf_counter()
+            async with driver_connection(self.engine) as conn:
+                result = await conn.fetchrow(sql.START_INSTANCES, *params)
+            if self.observer is not None:
+                # The starts' decisions were made by their callers, before queueing.
+                self.observer.transaction(
+                    triggers=len(starts),
+                    decide_seconds=0.0,
+                    commit_seconds=time.perf_counter() - write_started,
+                )
+            created = set(result["changed"]) if result is not None else set()
+            return [i if i.id in created else None for i in instances]
+
+        return await retry_conflicts(insert)
 
     @staticmethod
     def _existing_start(
@@ -313,21 +293,10 @@ class Runtime:
         outcomes = dict(zip(due, await self._apply_all(due), strict=True)) if due else {}
         for firing in firings:
             if firing.name == retries.RETRY_TIMER:
-                outcomes[firing] = await self._with_conflict_retries(
-                    partial(retries.fire, self, firing)
+                outcomes[firing] = await retry_conflicts(
+                    partial(retries.fire, self.applier, firing)
                 )
         return [outcomes[f] for f in firings]
-
-    async def _with_conflict_retries(
-        self, transaction: Callable[[], Awaitable[Outcome]]
-    ) -> Outcome:
-        for attempt in range(TRANSACTION_ATTEMPTS):
-            try:
-                return await transaction()
-            except TRANSIENT_ERRORS:
-                if attempt == TRANSACTION_ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")
 
     async def _apply_all(self, triggers: Sequence[Trigger]) -> list[Outcome]:
         """One transaction for the batch, then, in order, its failed and deferred triggers
@@ -357,121 +326,18 @@ class Runtime:
             if result.failure is None:
                 return result.outcome
             failure = result.failure
-        return await self._with_conflict_retries(
-            partial(retries.schedule, self, trigger, failure, attempt)
+        return await retry_conflicts(
+            partial(retries.schedule, self.applier, trigger, failure, attempt)
         )
 
     # ------------------------------------------------------------------ the batch
 
     async def _apply_grouped(self, triggers: Sequence[Trigger]) -> list[Result]:
         """A group-commit batch: busy instances are skipped (their callers retry alone)."""
-        return await self._apply(triggers, wait=len(triggers) == 1)
+        return await self.applier.apply(triggers, wait=len(triggers) == 1)
 
     async def _apply(self, triggers: Sequence[Trigger], *, wait: bool = True) -> list[Result]:
-        """Apply triggers in one transaction (retried on deadlock or a duplicate race).
-
-        With ``wait=False`` instances locked by another transaction are skipped and their
-        triggers come back ``deferred``.
-        """
-        for attempt in range(TRANSACTION_ATTEMPTS):
-            try:
-                timing = _Timing()
-                async with driver_transaction(self.engine) as conn:
-                    results = await self._apply_locked(conn, triggers, wait, timing)
-                if self.observer is not None and timing.write_started:
-                    self.observer.transaction(
-                        triggers=len(triggers),
-                        decide_seconds=timing.decide_seconds,
-                        commit_seconds=time.perf_counter() - timing.write_started,
-                    )
-                return results
-            except TRANSIENT_ERRORS as exc:
-                if attempt == TRANSACTION_ATTEMPTS - 1:
-                    raise
-                log.info("transaction conflict; retrying the batch", error=type(exc).__name__)
-        raise AssertionError("unreachable")
-
-    async def _apply_locked(
-        self,
-        conn: asyncpg.Connection,
-        triggers: Sequence[Trigger],
-        wait: bool,
-        timing: _Timing | None = None,
-    ) -> list[Result]:
-        """Load, plan, write: one batch inside the caller's transaction."""
-        loaded = await self._load(conn, triggers, wait)
-        now = self.clock()
-        planned = await plan(self.registry, self.topics, triggers, loaded, now)
-        if timing is not None:
-            timing.decide_seconds = planned.decide_seconds
-        if planned.writes:
-            if timing is not None:
-                timing.write_started = time.perf_counter()
-            await conn.fetchrow(sql.APPLY, *planned.writes.params())
-        await retries.write_parked(conn, planned.parked, now)
-        return planned.results
-
-    async def _load(
-        self, conn: asyncpg.Connection, triggers: Sequence[Trigger], wait: bool
-    ) -> Loaded:
-        """Lock the batch's instances (in id order) and read what planning needs: which
-        (instance, event id) pairs were processed, which timers are still live, and which
-        events wait behind a failed instance's step."""
-        targets = await self._targets(conn, triggers)
-        instance_ids = sorted({t for t in targets if t})
-        timer_ids = [t.timer_id for t in triggers if isinstance(t, TimerFiring)]
-        # Event ids are deduplicated per instance (see statements.LOCK_INSTANCES_WITH_SEEN):
-        # ``seen`` holds the processed (instance id, event id) pairs.
-        event_ids = [t.event_id for t in triggers]
-        live_timers: frozenset[str] = frozenset()
-        seen: frozenset[tuple[uuid.UUID, str]]
-        if timer_ids:
-            # Timers need a fresh snapshot taken after the lock: a cancelled timer must
-            # not fire (there is no unique index to catch it afterwards).
-            lock = sql.LOCK_INSTANCES if wait else sql.LOCK_INSTANCES_SKIP_LOCKED
-            rows = await conn.fetch(lock, instance_ids)
-            seen_rows = await conn.fetch(
-                sql.SEEN_EVENTS_AND_LIVE_TIMERS, targets, event_ids, timer_ids
-            )
-            seen = frozenset((r["instance_id"], r["id"]) for r in seen_rows if r["kind"] == "e")
-            live_timers = frozenset(r["id"] for r in seen_rows if r["kind"] == "t")
-        else:
-            lock = (
-                sql.LOCK_INSTANCES_WITH_SEEN if wait else sql.LOCK_INSTANCES_WITH_SEEN_SKIP_LOCKED
-            )
-            rows = await conn.fetch(lock, instance_ids, targets, event_ids)
-            seen = (
-                frozenset(zip(rows[0]["seen_instances"], rows[0]["seen_events"], strict=True))
-                if rows
-                else frozenset()
-            )
-        instances = [instance_from_row(row) for row in rows]
-        failed = [i.id for i in instances if i.status is InstanceStatus.FAILED]
-        parked = await retries.parked_pairs(conn, failed) if failed else frozenset()
-        return Loaded(targets, instances, seen, live_timers, parked, wait)
-
-    async def _targets(
-        self, conn: asyncpg.Connection, triggers: Sequence[Trigger]
-    ) -> list[uuid.UUID | None]:
-        keyed = {
-            (t.workflow, t.business_key)
-            for t in triggers
-            if isinstance(t, Event) and t.instance_id is None
-        }
-        by_key: dict[tuple[str, str], uuid.UUID] = {}
-        if keyed:
-            pairs = sorted(keyed)
-            rows = await conn.fetch(
-                sql.RESOLVE_BUSINESS_KEYS, [p[0] for p in pairs], [p[1] for p in pairs]
-            )
-            by_key = {(r["workflow"], r["business_key"]): r["id"] for r in rows}
-        targets: list[uuid.UUID | None] = []
-        for t in triggers:
-            if isinstance(t, TimerFiring) or t.instance_id is not None:
-                targets.append(t.instance_id)
-            else:
-                targets.append(by_key.get((t.workflow, t.business_key)))  # type: ignore[arg-type]
-        return targets
+        return await self.applier.apply(triggers, wait=wait)
 
     # ------------------------------------------------------------------ operator
 
@@ -479,12 +345,14 @@ class Runtime:
         self, instance_id: uuid.UUID, *, reason: str = "", request_id: str | None = None
     ) -> Instance:
         """Cancel an active instance: its timers go, its history says who and why."""
-        return await operations.cancel(self, instance_id, reason=reason, request_id=request_id)
+        return await operations.cancel(
+            self.applier, instance_id, reason=reason, request_id=request_id
+        )
 
     async def retry(self, instance_id: uuid.UUID, *, request_id: str | None = None) -> Outcome:
         """Re-activate a failed (or hurry a retrying) instance: re-apply the trigger that
         failed it, then the events parked behind it (see :mod:`engine.retries`)."""
-        return await operations.retry(self, instance_id, request_id=request_id)
+        return await operations.retry(self.applier, instance_id, request_id=request_id)
 
     # ------------------------------------------------------------------ queries
 
