@@ -1,7 +1,7 @@
 """The Sanic application factory.
 
-Listeners open and close the process's resources (database engine, Kafka producer and
-probe); nothing is built at import time.
+Listeners open and close the process's resources (database engine, Kafka readiness probe,
+the in-process worker of ``conveyor dev``); nothing is built at import time.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 import orjson
+import sentry_sdk
 from sanic import Request, Sanic
 from sanic.config import Config
 from sanic.response import BaseHTTPResponse
@@ -24,15 +25,16 @@ from api.metrics import bp as metrics_bp
 from api.problems import ProblemErrorHandler
 from api.tracing import begin_request, end_request, log_access
 from api.workflows import bp as workflows_bp
+from engine.errors import ConveyorError
 from engine.gc_tuning import tune_gc
-from engine.messaging.clients import KafkaProbe, create_producer
-from engine.observability import configure_logging, configure_sentry, get_logger
+from engine.messaging.clients import KafkaProbe
+from engine.messaging.metrics import WorkerMetrics
+from engine.observability import configure_logging, configure_sentry
 from engine.registry import load_workflows
 from engine.runtime import Runtime
 from engine.settings import Settings
 from engine.store.database import create_engine
-
-log = get_logger("conveyor.api")
+from engine.worker import run_worker
 
 
 def _dumps(obj: Any) -> str:
@@ -84,13 +86,8 @@ def create_app(
             observer=app.ctx.metrics,
         )
         app.ctx.kafka_probe = KafkaProbe(settings)
-        app.ctx.producer = create_producer(settings)
-        app.ctx.producer_task = asyncio.create_task(_start_producer(app))
         app.ctx.worker_task = None
         if with_worker:
-            from engine.messaging.metrics import WorkerMetrics
-            from engine.worker import run_worker
-
             app.ctx.worker_stop = asyncio.Event()
             app.ctx.worker_metrics = WorkerMetrics()  # /metrics shows its counters too
             app.ctx.worker_task = asyncio.create_task(
@@ -111,9 +108,6 @@ def create_app(
         if app.ctx.worker_task is not None:
             app.ctx.worker_stop.set()
             await asyncio.gather(app.ctx.worker_task, return_exceptions=True)
-        app.ctx.producer_task.cancel()
-        await asyncio.gather(app.ctx.producer_task, return_exceptions=True)
-        await app.ctx.producer.stop()
         await app.ctx.kafka_probe.close()
         await app.ctx.db.dispose()
 
@@ -140,9 +134,6 @@ def _on_response_logged(request: Request, response: BaseHTTPResponse) -> None:
 
 def _ignore_client_errors_in_sentry() -> None:
     """Sentry gets server errors only: a 404 or 409 the API answers on purpose is no bug."""
-    import sentry_sdk
-
-    from engine.errors import ConveyorError
 
     def drop_client_errors(event: Any, hint: dict[str, Any]) -> Any:
         exc_info = hint.get("exc_info") if hint else None
@@ -152,20 +143,3 @@ def _ignore_client_errors_in_sentry() -> None:
         return event
 
     sentry_sdk.get_global_scope().add_event_processor(drop_client_errors)
-
-
-async def _start_producer(app: Sanic[Config, Any]) -> None:
-    """Start the producer, retrying while Kafka is down, so the API itself can start."""
-    delay = 0.5
-    while True:
-        try:
-            await app.ctx.producer.start()
-            log.info("kafka producer started")
-            app.ctx.producer_ready = True
-            return
-        except Exception as exc:  # Kafka may come up later; /ready reports it meanwhile
-            log.warning("kafka producer not started; retrying", error=str(exc), delay=delay)
-            await app.ctx.producer.stop()
-            app.ctx.producer = create_producer(app.ctx.settings)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)

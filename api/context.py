@@ -12,6 +12,7 @@ import orjson
 from sanic import HTTPResponse, Request
 
 from api.metrics import Metrics
+from engine.decide import FieldError
 from engine.errors import PayloadInvalid
 from engine.runtime import Runtime
 
@@ -52,8 +53,6 @@ def check_storable(value: Any, path: str) -> None:
     the parser takes them). Raises PayloadInvalid naming the field."""
     problem = _first_unstorable(value, path)
     if problem is not None:
-        from engine.decide import FieldError
-
         where, message = problem
         raise PayloadInvalid("the request body is invalid", [FieldError(where, message)])
 

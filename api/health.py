@@ -8,6 +8,7 @@ from sanic import Blueprint, HTTPResponse, Request, json
 
 from api.problems import problem
 from engine.errors import DependencyUnavailable
+from engine.store.database import ping
 
 bp = Blueprint("health")
 
@@ -23,8 +24,6 @@ async def ready(request: Request) -> HTTPResponse:
     """Real checks of PostgreSQL and Kafka, run concurrently with a bounded wait each."""
     ctx = request.app.ctx
     timeout = ctx.settings.ready_timeout_seconds
-    from engine.store.database import ping
-
     results = await asyncio.gather(
         ping(ctx.db, timeout), ctx.kafka_probe.check(timeout), return_exceptions=True
     )

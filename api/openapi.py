@@ -13,6 +13,9 @@ from typing import Any
 from pydantic import BaseModel
 from sanic import Sanic
 from sanic.config import Config
+from sanic_ext import Extend
+from sanic_ext.extensions.openapi import openapi as oas
+from sanic_ext.extensions.openapi.extension import OpenAPIExtension
 
 from api import schemas
 from engine.model import InstanceStatus
@@ -473,9 +476,6 @@ def document(title: str, version: str) -> dict[str, Any]:
 
 def install(app: Sanic[Config, Any]) -> None:
     """Serve the docs (``/docs``) and the document (``/docs/openapi.json``) with sanic-ext."""
-    from sanic_ext import Extend
-    from sanic_ext.extensions.openapi.extension import OpenAPIExtension
-
     app.config.OAS_AUTODOC = False
     app.config.OAS_UI_DEFAULT = "swagger"
     extend = Extend(app, extensions=[OpenAPIExtension], built_in_extensions=False)
@@ -483,7 +483,5 @@ def install(app: Sanic[Config, Any]) -> None:
     # Our routes are described by the document above, not inferred from the handlers.
     for blueprint in app.blueprints.values():
         if blueprint.name != "openapi":
-            from sanic_ext.extensions.openapi import openapi as oas
-
             oas.exclude(bp=blueprint)
     extend.openapi.raw(doc)  # type: ignore[no-untyped-call]

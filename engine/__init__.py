@@ -1,14 +1,18 @@
 """Conveyor: state-machine workflows for commerce, durable on PostgreSQL, driven by Kafka.
 
-The public surface, in one place:
+The pure surface, in one place:
 
 * declaring workflows: :class:`Workflow`, :class:`State`, :func:`on`, :func:`on_any`,
   :class:`RetryPolicy`, the contexts guards and actions receive;
 * the pure step: :func:`decide` and what it returns (:class:`Decision`,
   :class:`Rejection`);
-* the durable runtime: :class:`Runtime`, :class:`Event`, :class:`Outcome`,
-  :class:`Instance`;
+* the runtime's values: :class:`Event`, :class:`Outcome`, :class:`Instance`;
 * :class:`Registry` / :func:`load_workflows`, :class:`Settings`, and the errors.
+
+Importing ``engine`` (or ``engine.dsl`` to declare a workflow) loads no database or Kafka
+driver and no web framework. The durable runtime and the store are imported from their
+modules: ``from engine.runtime import Runtime``,
+``from engine.store.queries import InstanceFilter``.
 """
 
 from engine.decide import (
@@ -41,9 +45,7 @@ from engine.errors import (
 )
 from engine.model import Event, Instance, InstanceStatus, Outcome, StartResult
 from engine.registry import Registry, load_workflows
-from engine.runtime import Runtime
 from engine.settings import Settings
-from engine.store.queries import InstanceFilter
 
 __all__ = [
     "ActionContext",
@@ -57,7 +59,6 @@ __all__ = [
     "GuardContext",
     "Instance",
     "InstanceConflict",
-    "InstanceFilter",
     "InstanceNotFound",
     "InstanceStatus",
     "Outcome",
@@ -65,7 +66,6 @@ __all__ = [
     "Registry",
     "Rejection",
     "RetryPolicy",
-    "Runtime",
     "Settings",
     "Snapshot",
     "StartResult",

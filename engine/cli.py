@@ -1,4 +1,8 @@
-"""The ``conveyor`` command line."""
+"""The ``conveyor`` command line.
+
+Each command imports its own stack when it runs (the ``# lazy:`` lines): ``conveyor worker``
+never loads sanic, ``conveyor migrate`` never loads aiokafka, and ``--help`` loads neither.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,12 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import orjson
+import uvloop
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
+from engine.errors import InvalidRequest
 from engine.observability import configure_logging, get_logger
 from engine.settings import Settings, describe_invalid
 
@@ -60,6 +67,7 @@ def _serve_api(settings: Settings, *, command: str, with_worker: bool) -> int:
         print(f"conveyor {command}: {problem}", file=sys.stderr)
         return 1
 
+    # lazy: the API's stack (sanic, the database, Kafka) is loaded by the commands that serve it
     from sanic import Sanic
     from sanic.worker.loader import AppLoader
 
@@ -93,7 +101,7 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from engine.worker import run_worker
+    from engine.worker import run_worker  # lazy: the worker's stack, not sanic
 
     if args.services is not None:
         try:
@@ -106,10 +114,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_emit(args: argparse.Namespace, settings: Settings) -> int:
-    import orjson
-    import uvloop
-
-    from engine.messaging.emit import emit
+    from engine.messaging.emit import emit  # lazy: aiokafka, for this command only
 
     try:
         data = orjson.loads(args.data)
@@ -136,7 +141,7 @@ def cmd_emit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from engine.store.migrations import upgrade
+    from engine.store.migrations import upgrade  # lazy: alembic and the database driver
 
     _run_async(upgrade(settings, args.revision))
     where = f" (schema {settings.database_schema})" if settings.database_schema else ""
@@ -145,8 +150,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_apikey_create(args: argparse.Namespace, settings: Settings) -> int:
-    from engine.auth import create_api_key, parse_scopes
-    from engine.errors import InvalidRequest
+    from engine.auth import create_api_key, parse_scopes  # lazy: the database driver
 
     try:
         scopes = parse_scopes(args.scopes)
@@ -172,7 +176,7 @@ def cmd_apikey_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_apikey_list(args: argparse.Namespace, settings: Settings) -> int:
-    from engine.auth import list_api_keys
+    from engine.auth import list_api_keys  # lazy: the database driver
 
     async def show() -> int:
         listings = await _with_engine(settings, list_api_keys)
@@ -190,7 +194,7 @@ def cmd_apikey_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_apikey_revoke(args: argparse.Namespace, settings: Settings) -> int:
-    from engine.auth import revoke_api_key
+    from engine.auth import revoke_api_key  # lazy: the database driver
 
     async def revoke() -> int:
         revoked = await _with_engine(settings, lambda engine: revoke_api_key(engine, args.prefix))
@@ -205,7 +209,7 @@ def cmd_apikey_revoke(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _with_engine(settings: Settings, use: Callable[[AsyncEngine], Awaitable[T]]) -> T:
     """Run ``use`` with a one-connection engine that is disposed of afterwards."""
-    from engine.store.database import create_engine
+    from engine.store.database import create_engine  # lazy: the database driver
 
     engine = create_engine(settings, pool_size=1)
     try:
@@ -215,8 +219,6 @@ async def _with_engine(settings: Settings, use: Callable[[AsyncEngine], Awaitabl
 
 
 def _run_async(coro: Coroutine[Any, Any, int | None]) -> int:
-    import uvloop
-
     result = uvloop.run(coro)
     return result if isinstance(result, int) else 0
 

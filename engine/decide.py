@@ -168,10 +168,10 @@ class Rejection:
 class ActionFailed(ConveyorError):
     """A guard, action or hook raised; the original exception is ``__cause__``.
 
-    The runtime retries the step following ``retry`` (the transition's policy).
+    The runtime retries the step following ``retry`` (the transition's policy); the worker
+    never retries a batch for it (see :func:`engine.transient.is_transient`).
     """
 
-    retriable = True
     title = "Workflow action failed"
 
     def __init__(

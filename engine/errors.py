@@ -1,8 +1,8 @@
 """The one error hierarchy of Conveyor.
 
 Class attributes drive behaviour at the edges: ``status_code`` and ``title`` for HTTP
-problem+json answers, ``retriable`` for the Kafka worker (retry the batch, or dead-letter
-the message).
+problem+json answers. Whether the Kafka worker retries a batch or dead-letters the message
+is decided in one place, :func:`engine.transient.is_transient`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ class ConveyorError(Exception):
 
     status_code: int = 500
     title: str = "Internal error"
-    retriable: bool = False
     problem_type: str = "about:blank"
 
 
@@ -42,11 +41,10 @@ class UnknownWorkflow(NotFound):
 
 
 class DependencyUnavailable(ConveyorError):
-    """PostgreSQL or Kafka cannot be reached."""
+    """PostgreSQL or Kafka cannot be reached (transient: the worker retries the batch)."""
 
     status_code = 503
     title = "Dependency unavailable"
-    retriable = True
 
 
 class UnknownState(ConveyorError):

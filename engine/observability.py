@@ -136,6 +136,8 @@ def configure_sentry(settings: Settings, *, component: str) -> bool:
     """Initialise sentry-sdk when a DSN is set; return whether it is on."""
     if not settings.sentry_dsn:
         return False
+    # Loaded only with a DSN: sentry-sdk costs ~0.2 s to import and its integrations import
+    # sanic and sqlalchemy, which a worker or the CLI may not otherwise load.
     import sentry_sdk
     from sentry_sdk.integrations.asyncio import AsyncioIntegration
     from sentry_sdk.integrations.sanic import SanicIntegration

@@ -108,6 +108,7 @@ _RESERVED = frozenset(
 
 def compile_workflow(cls: type[Workflow[Any]]) -> WorkflowSpec:
     """Validate a workflow class and build its lookup tables."""
+    # At call time: engine.dsl imports this module (Workflow compiles itself on definition).
     from engine.dsl import EmptyPayload, State, Transitions
 
     name = getattr(cls, "name", None)

@@ -109,8 +109,8 @@ def is_transient(exc: BaseException) -> bool:
     """Errors worth retrying the whole batch for: a dependency was away or busy, or a
     transaction lost a race. Anything else is a property of the message (or a bug)."""
     if isinstance(exc, ConveyorError):
-        # Not ``retriable`` in general: ActionFailed is retriable by its policy, which the
-        # runtime already applied.
+        # Of our own errors only an unavailable dependency: ActionFailed is retried by its
+        # transition's RetryPolicy, which the runtime has already applied.
         return isinstance(exc, DependencyUnavailable)
     if isinstance(exc, KafkaError) or is_database_unavailable(exc):
         return True

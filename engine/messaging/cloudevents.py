@@ -1,7 +1,8 @@
 """CloudEvents 1.0 on Kafka: structured mode (JSON value) and binary mode (ce_* headers).
 
 Pure functions over bytes and header lists, so the worker, the outbox and tests share
-one codec. Decoding errors are ``InvalidMessage`` with a reason fit for a dead letter.
+one codec. Decoding errors are ``InvalidMessage``: its ``reason`` is the dead letter's
+reason, its message the dead letter's detail.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -25,12 +26,22 @@ CORE_ATTRIBUTES = frozenset(
 
 Headers = Sequence[tuple[str, bytes]]
 
+InvalidReason = Literal[
+    "undecodable",  # not a CloudEvent: bad JSON, bad header encoding, wrong specversion
+    "missing_attributes",  # a required CloudEvents attribute is missing
+]
+
 
 class InvalidMessage(ConveyorError):
-    """A Kafka message that is not a usable CloudEvent; it goes to the dead-letter topic."""
+    """A Kafka message that is not a usable CloudEvent; it goes to the dead-letter topic
+    with ``reason`` (one of the dead-letter reasons)."""
 
     status_code = 400
     title = "Invalid CloudEvent"
+
+    def __init__(self, message: str, reason: InvalidReason = "undecodable") -> None:
+        super().__init__(message)
+        self.reason: InvalidReason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +152,9 @@ def _decode_structured(value: bytes | None) -> CloudEvent:
 def _require(attrs: Mapping[str, str]) -> None:
     missing = [name for name in REQUIRED if not attrs.get(name)]
     if missing:
-        raise InvalidMessage(f"missing CloudEvents attribute(s): {', '.join(missing)}")
+        raise InvalidMessage(
+            f"missing CloudEvents attribute(s): {', '.join(missing)}", "missing_attributes"
+        )
     if attrs["specversion"] != SPECVERSION:
         raise InvalidMessage(f"unsupported specversion {attrs['specversion']!r}; expected 1.0")
     if "time" in attrs:

@@ -26,7 +26,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from engine.messaging.cloudevents import CloudEvent, Headers, InvalidMessage, decode
+from engine.messaging.cloudevents import (
+    CloudEvent,
+    Headers,
+    InvalidMessage,
+    InvalidReason,
+    decode,
+)
 from engine.messaging.topics import Topics
 from engine.model import Event
 from engine.registry import Registry, WorkflowDefinition
@@ -34,8 +40,7 @@ from engine.registry import Registry, WorkflowDefinition
 INSTANCE_EXTENSION = "conveyorinstance"
 
 DeadLetterReason = Literal[
-    "undecodable",  # not a CloudEvent: bad JSON, bad header encoding, wrong specversion
-    "missing_attributes",  # a required CloudEvents attribute is missing
+    InvalidReason,  # undecodable, missing_attributes: see engine.messaging.cloudevents
     "unknown_type",  # no workflow handles the type (on this topic)
     "missing_business_key",  # neither subject, message key nor conveyorinstance
     "invalid_instance_id",  # conveyorinstance is not a UUID
@@ -112,7 +117,7 @@ class Router:
         try:
             event = decode(value, headers)
         except InvalidMessage as exc:
-            return Unroutable(classify_invalid(exc), str(exc))
+            return Unroutable(exc.reason, str(exc))
         return self.route(topic, key, event)
 
     def route(self, topic: str, key: bytes | None, event: CloudEvent) -> Routed | Unroutable:
@@ -176,11 +181,6 @@ class Router:
         return Routed(event, tuple(deliveries))
 
 
-def classify_invalid(error: InvalidMessage) -> DeadLetterReason:
-    """Tell a missing attribute from any other decoding failure."""
-    return "missing_attributes" if str(error).startswith("missing CloudEvents") else "undecodable"
-
-
 def _key_text(key: bytes | None) -> str | None:
     if not key:
         return None
@@ -241,7 +241,6 @@ __all__ = [
     "StartCommand",
     "Unroutable",
     "apart_from_starts",
-    "classify_invalid",
     "group_starts",
     "starts_first",
 ]

@@ -44,9 +44,19 @@ def _declared_or_not_a_table(
     return not (type_ == "table" and name == VERSION_TABLE)
 
 
+def script_location() -> Path:
+    """The migration scripts (``env.py``, ``versions/``): a checkout's ``alembic/``, which
+    an installed wheel ships inside the package as ``engine/migrations/``."""
+    packaged = Path(__file__).resolve().parents[1] / "migrations"
+    return packaged if (packaged / "env.py").is_file() else ROOT / "alembic"
+
+
 def alembic_config() -> Config:
-    cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(ROOT / "alembic"))
+    """Alembic's configuration, built in code: it needs no ``alembic.ini`` (a wheel has
+    none), though a checkout's is read when present."""
+    ini = ROOT / "alembic.ini"
+    cfg = Config(str(ini) if ini.is_file() else None)
+    cfg.set_main_option("script_location", str(script_location()))
     return cfg
 
 

@@ -13,7 +13,8 @@ from engine.messaging.cloudevents import (
     encode_binary,
     encode_structured,
 )
-from engine.messaging.routing import classify_invalid
+from engine.messaging.routing import Router, Unroutable
+from engine.registry import Registry
 
 EVENT = CloudEvent(
     id="e-1",
@@ -118,4 +119,7 @@ def test_bad_messages_raise_invalid_message_with_a_reason(
 ) -> None:
     with pytest.raises(InvalidMessage, match=message) as caught:
         decode(value, headers)
-    assert classify_invalid(caught.value) == reason
+    assert caught.value.reason == reason
+    # The router dead-letters it with that reason and the message as the detail.
+    routed = Router(Registry(), "conveyor").route_message("conveyor.in", None, value, headers)
+    assert routed == Unroutable(reason, str(caught.value))

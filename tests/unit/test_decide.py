@@ -259,7 +259,6 @@ async def test_raising_action_becomes_action_failed_with_retry_policy() -> None:
     )
     assert failure.retry == FLAKY
     assert isinstance(failure.__cause__, RuntimeError)
-    assert failure.retriable
 
 
 async def test_raising_guard_becomes_action_failed() -> None:

@@ -8,6 +8,8 @@ import pytest
 import sqlalchemy.exc
 from aiokafka.errors import KafkaConnectionError, RequestTimedOutError
 
+from engine.decide import ActionFailed
+from engine.dsl import RetryPolicy
 from engine.errors import DependencyUnavailable, InstanceNotFound, PayloadInvalid
 from engine.transient import is_database_unavailable, is_disconnect, is_transient
 
@@ -112,3 +114,11 @@ def test_a_statement_timeout_is_the_statement_s_problem_not_an_outage() -> None:
     timeout = asyncpg.exceptions.QueryCanceledError("canceling statement due to statement timeout")
     assert not is_database_unavailable(timeout)
     assert not is_database_unavailable(wrapped(timeout))
+
+
+def test_a_failed_action_is_never_retried_as_a_batch() -> None:
+    """Its transition's RetryPolicy governs it, in the runtime: even an action that failed
+    because its own call to a service timed out is not the worker's to retry."""
+    failure = ActionFailed("order v1", "pay", "placed", RetryPolicy(), TimeoutError())
+    failure.__cause__ = failure.error
+    assert not is_transient(failure)
