@@ -15,6 +15,7 @@ from engine import retries
 from engine.applier import Applier
 from engine.errors import InstanceNotFound, InvalidState
 from engine.model import Instance, InstanceStatus, Outcome
+from engine.store import inbox, timers
 from engine.store import statements as sql
 from engine.store.database import driver_transaction
 from engine.store.queries import instance_from_row
@@ -58,7 +59,7 @@ async def cancel(
         )
         await retries.refuse_parked(conn, writes, instance, revision, CANCELLED_WHILE_PARKED)
         await conn.fetchrow(sql.APPLY, *writes.params())
-        await conn.execute("delete from timers where instance_id = $1", instance.id)
+        await timers.delete(conn, instance.id)
         row = await conn.fetchrow(sql.GET_INSTANCE, instance.id)
     return instance_from_row(row)
 
@@ -101,15 +102,7 @@ async def retry(
         await conn.fetchrow(sql.APPLY, *writes.params())
         # The failed trigger may now be applied again (to this instance: the inbox is
         # keyed by instance and event id); a pending automatic retry is superseded.
-        await conn.execute(
-            "delete from inbox where instance_id = $1 and event_id = $2",
-            instance.id,
-            error["event_id"],
-        )
-        await conn.execute(
-            "delete from timers where instance_id = $1 and name = $2",
-            instance.id,
-            retries.RETRY_TIMER,
-        )
+        await inbox.forget(conn, instance.id, error["event_id"])
+        await timers.delete(conn, instance.id, retries.RETRY_TIMER)
         fresh = instance_from_row(await conn.fetchrow(sql.GET_INSTANCE, instance.id))
         return await retries.resume(applier, conn, fresh, error, attempts=0, request_id=request_id)

@@ -31,6 +31,7 @@ from engine.observability import get_logger
 from engine.spec import RESERVED_TIMER_PREFIX
 from engine.store import parked as parked_events
 from engine.store import statements as sql
+from engine.store import timers
 from engine.store.database import driver_transaction
 from engine.store.queries import instance_from_row
 from engine.store.writeset import WriteSet, rejected_payload
@@ -41,12 +42,6 @@ Trigger = InstanceTrigger
 
 RETRY_TIMER = f"{RESERVED_TIMER_PREFIX}retry"
 """The name of the timer that fires a retrying instance's next attempt."""
-
-SET_RETRY_TIMER = """
-insert into timers (id, instance_id, name, state, due_at) values ($1, $2, $3, $4, $5)
-on conflict (instance_id, name) do update
-set id = excluded.id, state = excluded.state, due_at = excluded.due_at, claimed_until = null
-"""
 
 # ---------------------------------------------------------------------------- the error
 
@@ -162,9 +157,7 @@ async def _record_failure(
         writes.inbox(trigger.event_id, instance.id, "failed")
     await conn.fetchrow(sql.APPLY, *writes.params())
     if next_at is not None:
-        await conn.execute(
-            SET_RETRY_TIMER, uuid.uuid4(), instance.id, RETRY_TIMER, instance.state, next_at
-        )
+        await timers.set_timer(conn, instance.id, RETRY_TIMER, instance.state, next_at)
     log_fields = {
         "instance_id": str(instance.id),
         "workflow": instance.workflow,
@@ -201,9 +194,9 @@ async def fire(applier: Applier, firing: TimerFiring) -> Outcome:
         if not rows:
             return Outcome(firing.event_id, "not_found")
         instance = instance_from_row(rows[0])
-        live = await conn.fetchval("delete from timers where id = $1 returning 1", firing.timer_id)
+        live = await timers.take(conn, firing.timer_id)
         error = instance.error
-        if live is None or instance.status is not InstanceStatus.RETRYING or not error:
+        if not live or instance.status is not InstanceStatus.RETRYING or not error:
             return Outcome(firing.event_id, "stale", instance.id)
         writes = WriteSet(applier.clock(), applier.topics)
         writes.status_change(
@@ -254,14 +247,8 @@ async def resume(
     ]
     if isinstance(failed, TimerFiring):
         # Make the failed firing live again (it may have been dropped with the failure).
-        await conn.execute(
-            "insert into timers (id, instance_id, name, state, due_at) values"
-            " ($1, $2, $3, $4, $5) on conflict do nothing",
-            failed.timer_id,
-            instance.id,
-            failed.name,
-            failed.state,
-            applier.clock(),
+        await timers.restore(
+            conn, failed.timer_id, instance.id, failed.name, failed.state, applier.clock()
         )
     triggers: list[Trigger] = [failed, *parked]
     results = await applier.apply_locked(conn, triggers, True)
@@ -276,11 +263,7 @@ async def resume(
     await parked_events.unpark(conn, instance.id, settled)
     # Timers that came due while the instance was retrying were refused ("deferred") and
     # sit under a scheduler's lease: let the next poll fire them instead of the lease's end.
-    await conn.execute(
-        "update timers set claimed_until = null where instance_id = $1 and name <> $2",
-        instance.id,
-        RETRY_TIMER,
-    )
+    await timers.release_claims(conn, instance.id, but=RETRY_TIMER)
     if failing is None:
         log.info(
             "retry succeeded",
