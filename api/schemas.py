@@ -163,7 +163,7 @@ class InstancePage(BaseModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
 
 
-class HistoryEntry(BaseModel):
+class HistoryRecordOut(BaseModel):
     id: int
     revision: int
     event_id: str
@@ -180,7 +180,7 @@ class HistoryEntry(BaseModel):
 
 
 class HistoryPage(BaseModel):
-    items: list[HistoryEntry]
+    items: list[HistoryRecordOut]
     next_cursor: str | None = Field(description="The last id of this page, when more may follow.")
 
 

@@ -45,7 +45,7 @@ from engine.model import (
     TimerFiring,
 )
 from engine.registry import Registry
-from engine.store.writeset import InstanceUpdate, WriteSet, rejected_payload
+from engine.store.writeset import HistoryRow, InstanceUpdate, WriteSet, rejected_payload
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,18 +236,19 @@ def record_decision(
     event_id = decision.history.event_id
     status = (InstanceStatus.COMPLETED if decision.finished else InstanceStatus.ACTIVE).value
     writes.history(
-        instance.id,
-        revision,
-        event_id,
-        decision.history.event_type,
-        source,
-        decision.from_state or None,
-        decision.to_state,
-        decision.transition,
-        payload,
-        "started" if decision.history.trigger_type == "start" else "applied",
-        None,
-        request_id,
+        HistoryRow(
+            instance.id,
+            revision,
+            event_id,
+            decision.history.event_type,
+            source,
+            "started" if decision.history.trigger_type == "start" else "applied",
+            payload,
+            from_state=decision.from_state or None,
+            to_state=decision.to_state,
+            transition=decision.transition,
+            request_id=request_id,
+        )
     )
     if decision.history.trigger_type != "start":
         writes.inbox(event_id, instance.id, "applied")
@@ -257,7 +258,7 @@ def record_decision(
         writes.cancel_timer(instance.id, name)
     for timer in decision.timers_to_set:
         writes.set_timer(instance.id, event_id, timer)
-    writes.publish(instance, decision.outbound, request_id)
+    writes.queue_outbound(instance, decision.outbound, request_id)
     if decision.from_state == decision.to_state and not decision.finished:
         return  # an internal or self-transition: the state did not change
     writes.state_changed(
@@ -277,19 +278,19 @@ def _record_rejection(
 ) -> Outcome:
     instance = current.instance
     writes.history(
-        instance.id,
-        current.revision,
-        trigger.event_id,
-        trigger.name if isinstance(trigger, TimerFiring) else trigger.type,
-        _source(trigger),
-        current.state,
-        None,
-        None,
-        # Bounded: a refused event must not grow the history by its whole payload.
-        rejected_payload(_payload(trigger)),
-        "rejected",
-        rejection.message,
-        _request_id(trigger),
+        HistoryRow(
+            instance.id,
+            current.revision,
+            trigger.event_id,
+            trigger.name if isinstance(trigger, TimerFiring) else trigger.type,
+            _source(trigger),
+            "rejected",
+            # Bounded: a refused event must not grow the history by its whole payload.
+            rejected_payload(_payload(trigger)),
+            from_state=current.state,
+            reason=rejection.message,
+            request_id=_request_id(trigger),
+        )
     )
     writes.inbox(trigger.event_id, instance.id, "rejected")
     status: OutcomeStatus = "stale" if rejection.reason == "stale_timer" else "rejected"

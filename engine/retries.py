@@ -34,7 +34,7 @@ from engine.store import statements as sql
 from engine.store import timers
 from engine.store.database import driver_transaction
 from engine.store.queries import instance_from_row
-from engine.store.writeset import WriteSet, rejected_payload
+from engine.store.writeset import HistoryRow, WriteSet, rejected_payload
 
 log = get_logger("conveyor.runtime")
 
@@ -297,18 +297,18 @@ async def refuse_parked(
     rows = await parked_events.drop_parked(conn, instance.id)
     for row in rows:
         writes.history(
-            instance.id,
-            revision,
-            row["event_id"],
-            row["event_type"],
-            row["source"],
-            instance.state,
-            None,
-            None,
-            rejected_payload(row["payload"]),
-            "rejected",
-            reason,
-            row["request_id"],
+            HistoryRow(
+                instance.id,
+                revision,
+                row["event_id"],
+                row["event_type"],
+                row["source"],
+                "rejected",
+                rejected_payload(row["payload"]),
+                from_state=instance.state,
+                reason=reason,
+                request_id=row["request_id"],
+            )
         )
         writes.inbox(row["event_id"], instance.id, "rejected")
     return len(rows)

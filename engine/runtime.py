@@ -36,7 +36,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine import operations, retries
 from engine.applier import Applier, RuntimeObserver, retry_conflicts
-from engine.batching import GroupCommit
 from engine.decide import (
     ActionFailed,
     Decision,
@@ -49,6 +48,7 @@ from engine.errors import (
     InvalidRequest,
     PayloadInvalid,
 )
+from engine.group_commit import GroupCommit
 from engine.ids import new_id
 from engine.messaging.topics import Topics
 from engine.model import (
@@ -69,7 +69,7 @@ from engine.store import queries
 from engine.store import statements as sql
 from engine.store.database import driver_connection
 from engine.store.queries import InstanceFilter, instance_from_row
-from engine.store.writeset import WriteSet
+from engine.store.writeset import HistoryRow, WriteSet
 
 log = get_logger("conveyor.runtime")
 
@@ -124,7 +124,7 @@ class Runtime:
         self._starts: GroupCommit[_PreparedStart, Instance | None] = GroupCommit(
             self._start_batch, max_batch=200, concurrency=send_concurrency
         )
-        # Concurrent send() calls share transactions (see engine.batching).
+        # Concurrent send() calls share transactions (see engine.group_commit).
         self._group: GroupCommit[Trigger, Result] = GroupCommit(
             self._apply_grouped, max_batch=200, concurrency=send_concurrency
         )
@@ -392,22 +392,22 @@ def _record_start(writes: WriteSet, instance: Instance, start: _PreparedStart) -
     derived_id = decision.history.event_id
     event_type = decision.history.event_type
     writes.history(
-        instance.id,
-        1,
-        start.event_id,
-        event_type,
-        start.source,
-        None,
-        decision.to_state,
-        decision.transition,
-        {},
-        "started",
-        None,
-        start.request_id,
+        HistoryRow(
+            instance.id,
+            1,
+            start.event_id,
+            event_type,
+            start.source,
+            "started",
+            {},
+            to_state=decision.to_state,
+            transition=decision.transition,
+            request_id=start.request_id,
+        )
     )
     for timer in decision.timers_to_set:
         writes.set_timer(instance.id, derived_id, timer)
-    writes.publish(instance, decision.outbound, start.request_id)
+    writes.queue_outbound(instance, decision.outbound, start.request_id)
     writes.state_changed(
         instance,
         from_state=None,

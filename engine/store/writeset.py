@@ -46,6 +46,25 @@ class InstanceUpdate:
     error: Mapping[str, Any] | None
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryRow:
+    """One row of ``history``: a trigger and what it did (``outcome``: started, applied,
+    rejected, retrying, resumed, failed, cancelled, retried)."""
+
+    instance_id: uuid.UUID
+    revision: int
+    event_id: str
+    event_type: str
+    source: str
+    outcome: str
+    payload: HistoryPayload
+    from_state: str | None = None
+    to_state: str | None = None
+    transition: str | None = None
+    reason: str | None = None
+    request_id: str | None = None
+
+
 class WriteSet:
     """Everything one transaction writes: instance updates, history, inbox, outbox, timers."""
 
@@ -72,35 +91,22 @@ class WriteSet:
     def update(self, instance_id: uuid.UUID, update: InstanceUpdate) -> None:
         self._updates[instance_id] = update
 
-    def history(
-        self,
-        instance_id: uuid.UUID,
-        revision: int,
-        event_id: str,
-        event_type: str,
-        source: str,
-        from_state: str | None,
-        to_state: str | None,
-        transition: str | None,
-        payload: HistoryPayload,
-        outcome: str,
-        reason: str | None = None,
-        request_id: str | None = None,
-    ) -> None:
+    def history(self, row: HistoryRow) -> None:
+        """Queue a row of ``history`` (rows are written in the order queued)."""
         self._history.append(
             {
-                "instance_id": instance_id,
-                "revision": revision,
-                "event_id": event_id,
-                "event_type": event_type,
-                "source": source,
-                "from_state": from_state,
-                "to_state": to_state,
-                "transition": transition,
-                "payload": payload,
-                "outcome": outcome,
-                "reason": reason,
-                "request_id": request_id,
+                "instance_id": row.instance_id,
+                "revision": row.revision,
+                "event_id": row.event_id,
+                "event_type": row.event_type,
+                "source": row.source,
+                "from_state": row.from_state,
+                "to_state": row.to_state,
+                "transition": row.transition,
+                "payload": row.payload,
+                "outcome": row.outcome,
+                "reason": row.reason,
+                "request_id": row.request_id,
             }
         )
 
@@ -122,7 +128,7 @@ class WriteSet:
         self._timer_sets.pop(key, None)
         self._timer_deletes.add(key)
 
-    def publish(
+    def queue_outbound(
         self, instance: Instance, messages: Sequence[OutboundMessage], request_id: str | None
     ) -> None:
         """Queue a workflow's outbound events and commands (CloudEvents, structured mode).
@@ -178,18 +184,20 @@ class WriteSet:
             InstanceUpdate(instance.state, instance.data, status, revision, None, error),
         )
         self.history(
-            instance.id,
-            revision,
-            event_id,
-            event_type,
-            source,
-            instance.state,
-            to_state,
-            transition,
-            payload,
-            outcome,
-            reason,
-            request_id,
+            HistoryRow(
+                instance.id,
+                revision,
+                event_id,
+                event_type,
+                source,
+                outcome,
+                payload,
+                from_state=instance.state,
+                to_state=to_state,
+                transition=transition,
+                reason=reason,
+                request_id=request_id,
+            )
         )
         self.state_changed(
             instance,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from engine.batching import GroupCommit
+from engine.group_commit import GroupCommit
 
 
 async def test_concurrent_submissions_share_batches_and_get_their_own_results() -> None:
