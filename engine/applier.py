@@ -125,7 +125,7 @@ class Applier:
         if planned.writes:
             if timing is not None:
                 timing.write_started = time.perf_counter()
-            await conn.fetchrow(sql.APPLY, *planned.writes.params())
+            await planned.writes.write(conn)
         await parked.park(conn, planned.parked, now)
         return planned.results
 

@@ -58,7 +58,7 @@ async def cancel(
             to_state=instance.state,
         )
         await retries.refuse_parked(conn, writes, instance, revision, CANCELLED_WHILE_PARKED)
-        await conn.fetchrow(sql.APPLY, *writes.params())
+        await writes.write(conn)
         await timers.delete(conn, instance.id)
         row = await conn.fetchrow(sql.GET_INSTANCE, instance.id)
     return instance_from_row(row)
@@ -99,7 +99,7 @@ async def retry(
             request_id=request_id,
             to_state=instance.state,
         )
-        await conn.fetchrow(sql.APPLY, *writes.params())
+        await writes.write(conn)
         # The failed trigger may now be applied again (to this instance: the inbox is
         # keyed by instance and event id); a pending automatic retry is superseded.
         await inbox.forget(conn, instance.id, error["event_id"])

@@ -155,7 +155,7 @@ async def _record_failure(
     )
     if not retrying:
         writes.inbox(trigger.event_id, instance.id, "failed")
-    await conn.fetchrow(sql.APPLY, *writes.params())
+    await writes.write(conn)
     if next_at is not None:
         await timers.set_timer(conn, instance.id, RETRY_TIMER, instance.state, next_at)
     log_fields = {
@@ -212,7 +212,7 @@ async def fire(applier: Applier, firing: TimerFiring) -> Outcome:
             request_id=None,
             to_state=instance.state,
         )
-        await conn.fetchrow(sql.APPLY, *writes.params())
+        await writes.write(conn)
         fresh = instance_from_row(await conn.fetchrow(sql.GET_INSTANCE, instance.id))
         return await resume(applier, conn, fresh, error, attempts=int(error["attempts"]))
 

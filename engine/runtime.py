@@ -224,12 +224,11 @@ class Runtime:
         writes = WriteSet(self.clock(), self.topics)
         for p, instance in zip(starts, instances, strict=True):
             _record_start(writes, instance, p)
-        params = writes.start_params(rows)
 
         async def insert() -> list[Instance | None]:
             write_started = time.perf_counter()
             async with driver_connection(self.engine) as conn:
-                result = await conn.fetchrow(sql.START_INSTANCES, *params)
+                result = await writes.write_starts(conn, rows)
             if self.observer is not None:
                 # The starts' decisions were made by their callers, before queueing.
                 self.observer.transaction(

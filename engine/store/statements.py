@@ -7,6 +7,38 @@ and is cast in SQL.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """SQL written with named parameters (``:name``), run with asyncpg's positional ones
+    (``$n``): ``args`` puts values given by name in the order the SQL wants."""
+
+    sql: str
+    names: tuple[str, ...]
+
+    @classmethod
+    def named(cls, text: str) -> Statement:
+        names: list[str] = []
+
+        def number(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in names:
+                names.append(name)
+            return f"${names.index(name) + 1}"
+
+        # ``:name`` but not a ``::type`` cast.
+        return cls(re.sub(r"(?<![:\w]):([a-z_][a-z0-9_]*)", number, text), tuple(names))
+
+    def args(self, values: Mapping[str, Any]) -> list[Any]:
+        """The positional arguments; a missing name raises KeyError naming it."""
+        return [values[name] for name in self.names]
+
+
 INSTANCE_COLUMNS = (
     "id, workflow, version, business_key, state, data, status, revision, created_at,"
     " updated_at, state_entered_at, error"
@@ -77,15 +109,17 @@ join unnest($1::text[], $2::text[]) as k(workflow, business_key)
 # Everything a batch of decisions writes, in one statement. Each table's rows travel as
 # one JSON array (orjson on our side, jsonb_to_recordset on the server's): a handful of
 # parameters whatever the batch size. The caller computes the net effect per instance, so
-# no row is touched twice by this statement. APPLY updates existing instances ($2);
-# START_INSTANCES inserts new ones from $2 and writes the rest only for those it inserted.
+# no row is touched twice by this statement. APPLY updates existing instances
+# (:instances); START_INSTANCES inserts new ones from :instances and writes the rest only
+# for those it inserted. Parameters are named (see ``Statement``): the write set fills
+# them by name (``WriteSet.values``), so no positional contract spans two files.
 _UPDATE_INSTANCES = """
 changed as (
   update instances as i
   set state = u.state, data = u.data, status = u.status, revision = u.revision,
-      updated_at = $1, state_entered_at = coalesce(u.entered, i.state_entered_at),
+      updated_at = :now, state_entered_at = coalesce(u.entered, i.state_entered_at),
       error = u.error
-  from jsonb_to_recordset($2::jsonb)
+  from jsonb_to_recordset(:instances::jsonb)
        as u(id uuid, state text, data jsonb, status text, revision int8, entered timestamptz,
             error jsonb)
   where i.id = u.id
@@ -100,7 +134,7 @@ changed as (
                          revision, start_key, created_at, updated_at, state_entered_at)
   select r.id, r.workflow, r.version, r.business_key, r.state, r.data, 'active', 1,
          r.start_key, r.now, r.now, r.now
-  from jsonb_to_recordset($2::jsonb)
+  from jsonb_to_recordset(:instances::jsonb)
        as r(id uuid, workflow text, version int, business_key text, state text, data jsonb,
             start_key text, now timestamptz)
   on conflict do nothing
@@ -112,8 +146,8 @@ hist as (
   insert into history (instance_id, revision, event_id, event_type, source, from_state,
                        to_state, transition, payload, outcome, reason, request_id, occurred_at)
   select h.instance_id, h.revision, h.event_id, h.event_type, h.source, h.from_state,
-         h.to_state, h.transition, h.payload, h.outcome, h.reason, h.request_id, $1
-  from rows from (jsonb_to_recordset($3::jsonb)
+         h.to_state, h.transition, h.payload, h.outcome, h.reason, h.request_id, :now
+  from rows from (jsonb_to_recordset(:history::jsonb)
          as (instance_id uuid, revision int8, event_id text, event_type text, source text,
              from_state text, to_state text, transition text, payload jsonb, outcome text,
              reason text, request_id text)) with ordinality
@@ -125,16 +159,16 @@ hist as (
 ),
 inb as (
   insert into inbox (event_id, instance_id, outcome, processed_at)
-  select e.event_id, e.instance_id, e.outcome, $1
-  from jsonb_to_recordset($4::jsonb) as e(event_id text, instance_id uuid, outcome text)
+  select e.event_id, e.instance_id, e.outcome, :now
+  from jsonb_to_recordset(:inbox::jsonb) as e(event_id text, instance_id uuid, outcome text)
   {only_new_e}
   returning 1
 ),
 outb as (
   insert into outbox (message_id, instance_id, topic, key, headers, value, created_at)
   select o.message_id, o.instance_id, o.topic, convert_to(o.key, 'UTF8'), o.headers,
-         convert_to(o.value, 'UTF8'), $1
-  from rows from (jsonb_to_recordset($5::jsonb)
+         convert_to(o.value, 'UTF8'), :now
+  from rows from (jsonb_to_recordset(:outbox::jsonb)
          as (message_id uuid, instance_id uuid, topic text, key text, headers jsonb,
              value text)) with ordinality
        as o(message_id, instance_id, topic, key, headers, value, ord)
@@ -144,14 +178,14 @@ outb as (
 ),
 tdel as (
   delete from timers t
-  using jsonb_to_recordset($6::jsonb) as d(instance_id uuid, name text)
+  using jsonb_to_recordset(:timer_deletes::jsonb) as d(instance_id uuid, name text)
   where t.instance_id = d.instance_id and t.name = d.name
   returning 1
 ),
 tset as (
   insert into timers (id, instance_id, name, state, due_at, created_at)
-  select s.id, s.instance_id, s.name, s.state, s.due_at, $1
-  from jsonb_to_recordset($7::jsonb)
+  select s.id, s.instance_id, s.name, s.state, s.due_at, :now
+  from jsonb_to_recordset(:timer_sets::jsonb)
        as s(id uuid, instance_id uuid, name text, state text, due_at timestamptz)
   {only_new_s}
   on conflict (instance_id, name) do update
@@ -168,7 +202,7 @@ def _only_new(alias: str) -> str:
     return f"where {alias}.instance_id in (select id from changed)"
 
 
-APPLY = (
+APPLY = Statement.named(
     "with"
     + _UPDATE_INSTANCES
     + _WRITE_REST.format(only_new_h="", only_new_e="", only_new_o="", only_new_s="")
@@ -176,7 +210,7 @@ APPLY = (
 
 # New instances, many at once, with their history, outbox messages and timers: a single
 # statement, so it needs no explicit transaction (one round trip for the whole batch).
-START_INSTANCES = (
+START_INSTANCES = Statement.named(
     "with"
     + _INSERT_INSTANCES
     + _WRITE_REST.format(

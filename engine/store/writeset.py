@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeAlias
 
+import asyncpg
 import orjson
 
 from engine.decide import OutboundMessage, TimerToSet
@@ -20,6 +21,7 @@ from engine.ids import name_id
 from engine.messaging.cloudevents import CloudEvent, encode_structured
 from engine.messaging.topics import Topics
 from engine.model import Instance
+from engine.store.statements import APPLY, START_INSTANCES
 
 TIMER_NAMESPACE = uuid.UUID("0b8f7a52-2f3e-5c1d-8e1b-6c4a3d2e1f00")
 STATE_CHANGED_NAMESPACE = uuid.UUID("3d1e9c7a-5b2f-5e4d-9a8c-1f2e3d4c5b6a")
@@ -277,8 +279,8 @@ class WriteSet:
             }
         )
 
-    def params(self) -> list[Any]:
-        """The positional parameters of ``statements.APPLY``, in order."""
+    def values(self) -> dict[str, Any]:
+        """The named parameters of ``statements.APPLY``."""
         updates = [
             {
                 "id": instance_id,
@@ -291,16 +293,29 @@ class WriteSet:
             }
             for instance_id, u in self._updates.items()
         ]
-        return self._params(updates)
+        return self._values(updates)
 
-    def start_params(self, instances: Sequence[Mapping[str, Any]]) -> list[Any]:
-        """The positional parameters of ``statements.START_INSTANCES``: the new instance rows
-        (id, workflow, version, business_key, state, data, start_key, now), then the rest."""
+    def start_values(self, instances: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """The named parameters of ``statements.START_INSTANCES``: the new instance rows
+        (id, workflow, version, business_key, state, data, start_key, now) and the rest."""
         if self._updates:
             raise ValueError("a start batch updates no existing instance")
-        return self._params(instances)
+        return self._values(instances)
 
-    def _params(self, instances: Sequence[Mapping[str, Any]]) -> list[Any]:
+    async def write(self, conn: asyncpg.Connection) -> asyncpg.Record | None:
+        """Write everything queued, updating existing instances: one statement."""
+        return await conn.fetchrow(APPLY.sql, *APPLY.args(self.values()))
+
+    async def write_starts(
+        self, conn: asyncpg.Connection, instances: Sequence[Mapping[str, Any]]
+    ) -> asyncpg.Record | None:
+        """Insert ``instances`` and write what is queued for those inserted (a taken
+        business or idempotency key skips its instance): one statement."""
+        return await conn.fetchrow(
+            START_INSTANCES.sql, *START_INSTANCES.args(self.start_values(instances))
+        )
+
+    def _values(self, instances: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         inbox = [{"event_id": e, "instance_id": i, "outcome": o} for e, i, o in self._inbox]
         deletes = [{"instance_id": i, "name": n} for i, n in sorted(self._timer_deletes)]
         sets = [
@@ -313,13 +328,19 @@ class WriteSet:
             }
             for key, (timer_id, timer) in self._timer_sets.items()
         ]
-        return [
-            self.now,
-            *(
-                orjson.dumps(rows, default=json_default).decode()
-                for rows in (instances, self._history, inbox, self._outbox, deletes, sets)
-            ),
-        ]
+        rows = {
+            "instances": instances,
+            "history": self._history,
+            "inbox": inbox,
+            "outbox": self._outbox,
+            "timer_deletes": deletes,
+            "timer_sets": sets,
+        }
+        values: dict[str, Any] = {
+            name: orjson.dumps(table, default=json_default).decode() for name, table in rows.items()
+        }
+        values["now"] = self.now
+        return values
 
 
 def rejected_payload(payload: Mapping[str, Any]) -> HistoryPayload:

@@ -14,6 +14,7 @@ from engine.messaging.topics import Topics
 from engine.model import Event, Instance, InstanceStatus, InstanceTrigger, TimerFiring
 from engine.planning import Loaded, Plan, plan
 from engine.registry import Registry
+from engine.store.statements import APPLY, Statement
 from tests import flows
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -60,9 +61,8 @@ async def run(triggers: list[InstanceTrigger], instances: list[Instance], **load
 
 def written(planned: Plan) -> dict[str, list[dict[str, Any]]]:
     """The write set's rows by table, as the APPLY statement would receive them."""
-    params = planned.writes.params()
-    names = ("instances", "history", "inbox", "outbox", "timer_deletes", "timer_sets")
-    return {name: orjson.loads(value) for name, value in zip(names, params[1:], strict=True)}
+    values = planned.writes.values()
+    return {name: orjson.loads(value) for name, value in values.items() if name != "now"}
 
 
 async def test_an_instance_s_triggers_chain_through_the_batch_into_one_update() -> None:
@@ -163,3 +163,18 @@ async def test_a_refusal_keeps_only_a_bounded_payload() -> None:
     (history,) = written(planned)["history"]
     assert history["payload"]["_truncated"] is True
     assert history["payload"]["bytes"] > 10_000
+
+
+def test_statements_take_named_parameters_in_the_order_their_sql_numbers_them() -> None:
+    statement = Statement.named("select :b::int, :a, :b, x::text")
+    assert statement.sql == "select $1::int, $2, $1, x::text"
+    assert statement.args({"a": 1, "b": 2}) == [2, 1]
+    assert set(APPLY.names) == {
+        "now",
+        "instances",
+        "history",
+        "inbox",
+        "outbox",
+        "timer_deletes",
+        "timer_sets",
+    }
