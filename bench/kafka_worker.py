@@ -41,7 +41,6 @@ from sqlalchemy import text
 from engine.gc_tuning import tune_gc
 from engine.messaging.batches import KeyPartitioner, PartitionBatches
 from engine.messaging.clients import create_consumer, create_producer
-from engine.messaging.cloudevents import CloudEvent, encode_structured
 from engine.messaging.consumer import ConsumerOptions, EventConsumer
 from engine.messaging.metrics import WorkerMetrics
 from engine.messaging.relay import OutboxRelay
@@ -52,6 +51,7 @@ from engine.runtime import Runtime
 from engine.settings import Settings
 from engine.store.database import create_engine
 from engine.store.migrations import upgrade
+from engine.wire.cloudevents import CloudEvent, encode_structured
 
 PARTITIONS = 6
 PHASE_TIMEOUT = 300.0

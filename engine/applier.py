@@ -20,7 +20,6 @@ from typing import Protocol, TypeVar
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine.messaging.topics import Topics
 from engine.model import Event, InstanceStatus, InstanceTrigger, TimerFiring
 from engine.observability import get_logger
 from engine.planning import Loaded, Result, plan
@@ -30,6 +29,7 @@ from engine.store import statements as sql
 from engine.store.database import driver_transaction
 from engine.store.queries import instance_from_row
 from engine.transient import CONFLICT_ERRORS
+from engine.wire.topics import Topics
 
 log = get_logger("conveyor.runtime")
 

@@ -34,7 +34,6 @@ from engine.decide import (
     Trigger,
     decide,
 )
-from engine.messaging.topics import Topics
 from engine.model import (
     Event,
     Instance,
@@ -46,6 +45,7 @@ from engine.model import (
 )
 from engine.registry import Registry
 from engine.store.writeset import HistoryRow, InstanceUpdate, WriteSet, rejected_payload
+from engine.wire.topics import Topics
 
 
 @dataclass(frozen=True, slots=True)

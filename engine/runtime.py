@@ -50,7 +50,6 @@ from engine.errors import (
 )
 from engine.group_commit import GroupCommit
 from engine.ids import new_id
-from engine.messaging.topics import Topics
 from engine.model import (
     Event,
     HistoryRecord,
@@ -70,6 +69,7 @@ from engine.store import statements as sql
 from engine.store.database import driver_connection
 from engine.store.queries import InstanceFilter, instance_from_row
 from engine.store.writeset import HistoryRow, WriteSet
+from engine.wire.topics import Topics
 
 log = get_logger("conveyor.runtime")
 

@@ -1,1 +1,1 @@
-"""Kafka: clients, the CloudEvents codec, the worker and the outbox relay."""
+"""Kafka: clients, the worker and the outbox relay (the wire format is :mod:`engine.wire`)."""

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from engine.messaging.clients import create_producer
-from engine.messaging.cloudevents import CloudEvent, encode_binary, encode_structured
-from engine.messaging.topics import Topics
 from engine.settings import Settings
+from engine.wire.cloudevents import CloudEvent, encode_binary, encode_structured
+from engine.wire.topics import Topics
 
 DEFAULT_SOURCE = "conveyor/cli"
 

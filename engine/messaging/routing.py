@@ -26,21 +26,21 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from engine.messaging.cloudevents import (
+from engine.model import Event
+from engine.registry import Registry, WorkflowDefinition
+from engine.wire.cloudevents import (
     CloudEvent,
     Headers,
     InvalidMessage,
     InvalidReason,
     decode,
 )
-from engine.messaging.topics import Topics
-from engine.model import Event
-from engine.registry import Registry, WorkflowDefinition
+from engine.wire.topics import Topics
 
 INSTANCE_EXTENSION = "conveyorinstance"
 
 DeadLetterReason = Literal[
-    InvalidReason,  # undecodable, missing_attributes: see engine.messaging.cloudevents
+    InvalidReason,  # undecodable, missing_attributes: see engine.wire.cloudevents
     "unknown_type",  # no workflow handles the type (on this topic)
     "missing_business_key",  # neither subject, message key nor conveyorinstance
     "invalid_instance_id",  # conveyorinstance is not a UUID

@@ -18,10 +18,10 @@ import orjson
 
 from engine.decide import OutboundMessage, TimerToSet
 from engine.ids import name_id
-from engine.messaging.cloudevents import CloudEvent, encode_structured
-from engine.messaging.topics import Topics
 from engine.model import Instance
 from engine.store.statements import APPLY, START_INSTANCES
+from engine.wire.cloudevents import CloudEvent, encode_structured
+from engine.wire.topics import Topics
 
 TIMER_NAMESPACE = uuid.UUID("0b8f7a52-2f3e-5c1d-8e1b-6c4a3d2e1f00")
 STATE_CHANGED_NAMESPACE = uuid.UUID("3d1e9c7a-5b2f-5e4d-9a8c-1f2e3d4c5b6a")

@@ -16,10 +16,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.messaging.clients import create_consumer, create_producer
-from engine.messaging.cloudevents import CloudEvent, encode_binary, encode_structured
 from engine.messaging.consumer import ConsumerOptions
 from engine.messaging.metrics import WorkerMetrics
 from engine.settings import Settings
+from engine.wire.cloudevents import CloudEvent, encode_binary, encode_structured
 from engine.worker import run_worker
 from tests.conftest import unique, wait_for
 

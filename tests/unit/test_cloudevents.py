@@ -5,7 +5,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from engine.messaging.cloudevents import (
+from engine.messaging.routing import Router, Unroutable
+from engine.registry import Registry
+from engine.wire.cloudevents import (
     STRUCTURED_CONTENT_TYPE,
     CloudEvent,
     InvalidMessage,
@@ -13,8 +15,6 @@ from engine.messaging.cloudevents import (
     encode_binary,
     encode_structured,
 )
-from engine.messaging.routing import Router, Unroutable
-from engine.registry import Registry
 
 EVENT = CloudEvent(
     id="e-1",

@@ -10,11 +10,11 @@ from typing import Any
 
 import orjson
 
-from engine.messaging.topics import Topics
 from engine.model import Event, Instance, InstanceStatus, InstanceTrigger, TimerFiring
 from engine.planning import Loaded, Plan, plan
 from engine.registry import Registry
 from engine.store.statements import APPLY, Statement
+from engine.wire.topics import Topics
 from tests import flows
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)

@@ -10,7 +10,6 @@ import pytest
 from pydantic import BaseModel
 
 from engine.dsl import State, Workflow
-from engine.messaging.cloudevents import CloudEvent, encode_binary, encode_structured
 from engine.messaging.routing import (
     Routed,
     Router,
@@ -22,6 +21,7 @@ from engine.messaging.routing import (
 )
 from engine.model import Event
 from engine.registry import Registry
+from engine.wire.cloudevents import CloudEvent, encode_binary, encode_structured
 
 
 class Parcel(BaseModel):
