@@ -1,12 +1,14 @@
 """The Kafka side of the worker: consume CloudEvents, apply them in batches, commit.
 
 One batch at a time, while a fetch loop keeps reading ahead (together at most
-``max_batch`` records fetched but not applied: the bound on work in flight):
+``max_batch`` records fetched but not applied: the bound on work in flight; the buffer is
+:mod:`engine.messaging.fetched`):
 
 1. take what was fetched as a batch; decode and route each message
    (:mod:`engine.messaging.routing`);
 2. run the batch's starts (concurrently across business keys, in order within one), then
-   apply its events with one ``Runtime.send_many`` transaction (in order per instance);
+   apply its events with one ``Runtime.send_many`` transaction (in order per instance):
+   :mod:`engine.messaging.delivery`, which returns the dead letters;
 3. publish the dead letters (bad messages, invalid payloads, events for no instance) and
    wait for the broker's acknowledgement;
 4. commit the batch's offsets to Kafka. Only now: a crash before this point redelivers the
@@ -30,30 +32,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
-from engine.errors import InstanceConflict, PayloadInvalid, UnknownWorkflow
 from engine.liveness import DatabaseOutage
 from engine.messaging import deadletter
 from engine.messaging.clients import create_consumer, create_producer
-from engine.messaging.deadletter import DeadLetter
+from engine.messaging.delivery import BatchDelivery
+from engine.messaging.fetched import Fetched, Record
 from engine.messaging.metrics import WorkerMetrics
-from engine.messaging.routing import (
-    Routed,
-    Router,
-    StartCommand,
-    Unroutable,
-    apart_from_starts,
-    group_starts,
-    starts_first,
-)
+from engine.messaging.routing import Router
 from engine.messaging.waits import first_of
-from engine.model import Event, Outcome
 from engine.observability import get_logger
 from engine.runtime import Runtime
 from engine.settings import Settings
@@ -62,7 +55,6 @@ from engine.transient import is_database_unavailable, is_transient
 
 log = get_logger("conveyor.consumer")
 
-Record = Any  # aiokafka.structs.ConsumerRecord (untyped library)
 BatchHook = Callable[[Sequence[Record]], None]
 
 
@@ -83,44 +75,6 @@ class ConsumerOptions:
     consumer_overrides: Mapping[str, Any] = field(
         default_factory=lambda: {"session_timeout_ms": 10000, "heartbeat_interval_ms": 1000}
     )
-
-
-class _Fetched:
-    """Records fetched ahead of the batch being applied: in order per partition, at most
-    ``limit`` of them (the bound on work in flight)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.count = 0
-        self._by_partition: dict[TopicPartition, list[Record]] = {}
-        self.ready = asyncio.Event()  # something to take
-        self.room = asyncio.Event()  # below the limit
-        self.room.set()
-
-    def add(self, batches: Mapping[TopicPartition, Sequence[Record]]) -> None:
-        for tp, records in batches.items():
-            if records:
-                self._by_partition.setdefault(tp, []).extend(records)
-                self.count += len(records)
-        if self.count:
-            self.ready.set()
-        if self.count >= self.limit:
-            self.room.clear()
-
-    def take(self) -> dict[TopicPartition, list[Record]]:
-        """Everything fetched so far, as one batch."""
-        taken, self._by_partition, self.count = self._by_partition, {}, 0
-        self.ready.clear()
-        self.room.set()
-        return taken
-
-    def drop(self, partitions: Iterable[TopicPartition]) -> None:
-        for tp in partitions:
-            self.count -= len(self._by_partition.pop(tp, ()))
-        if not self.count:
-            self.ready.clear()
-        if self.count < self.limit:
-            self.room.set()
 
 
 class _Abandoned(Exception):
@@ -159,10 +113,16 @@ class EventConsumer:
         self.router = router
         self.metrics = metrics
         self.options = options or ConsumerOptions()
+        self._delivery = BatchDelivery(
+            runtime,
+            metrics,
+            lanes=self.options.lanes,
+            start_concurrency=self.options.start_concurrency,
+        )
         self._on_applied = on_applied
         self._on_committed = on_committed
         self._commit_task: asyncio.Task[None] | None = None
-        self._fetched: _Fetched | None = None
+        self._fetched: Fetched | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._idle = asyncio.Event()
@@ -231,7 +191,7 @@ class EventConsumer:
         self.metrics.last_poll_at = self._last_records_at = time.monotonic()
         self.metrics.consumer_in_group = True
         log.info("consumer started", topics=list(self.router.topics))
-        fetched = _Fetched(self.options.max_batch)
+        fetched = Fetched(self.options.max_batch)
         self._fetched = fetched
         fetcher = asyncio.create_task(self._fetch_ahead(consumer, fetched, stop))
         try:
@@ -265,7 +225,7 @@ class EventConsumer:
                 self.metrics.assigned_partitions = 0
 
     async def _fetch_ahead(
-        self, consumer: AIOKafkaConsumer, fetched: _Fetched, stop: asyncio.Event
+        self, consumer: AIOKafkaConsumer, fetched: Fetched, stop: asyncio.Event
     ) -> None:
         """Keep fetching while a batch is applied, up to ``max_batch`` records ahead.
 
@@ -364,7 +324,7 @@ class EventConsumer:
         delay = self.options.retry_initial
         while True:
             try:
-                letters = await self._apply(records, routed)
+                letters = await self._delivery.deliver(records, routed)
                 self.outage.succeeded()
                 if letters:
                     await deadletter.publish(
@@ -400,172 +360,6 @@ class EventConsumer:
         return bool(self._revoked) and all(
             TopicPartition(r.topic, r.partition) in self._revoked for r in records
         )
-
-    async def _apply(
-        self, records: Sequence[Record], routed: Sequence[Routed | Unroutable]
-    ) -> list[DeadLetter]:
-        """Apply the batch; return the dead letters (in record order)."""
-        # Per message: None = took effect (or was a duplicate); else why it is dead.
-        verdicts: list[list[Unroutable | None]] = [[] for _ in records]
-        indexed: list[tuple[int, StartCommand | Event]] = []
-        for index, result in enumerate(routed):
-            if isinstance(result, Unroutable):
-                verdicts[index].append(result)
-            else:
-                indexed.extend((index, d) for d in result.deliveries)
-        lanes = self._lanes(records, indexed)
-        if len(lanes) == 1:
-            await self._apply_lane(lanes[0], verdicts)
-        else:
-            await _all(self._apply_lane(lane, verdicts) for lane in lanes)
-        letters: list[DeadLetter] = []
-        for record, verdict in zip(records, verdicts, strict=True):
-            # A message is dead when none of its deliveries took effect.
-            if verdict and all(v is not None for v in verdict):
-                first = verdict[0]
-                assert first is not None
-                letters.append(DeadLetter.of(record, first.reason, first.detail))
-        return letters
-
-    def _lanes(
-        self, records: Sequence[Record], indexed: Sequence[tuple[int, StartCommand | Event]]
-    ) -> list[list[tuple[int, StartCommand | Event]]]:
-        """Split the deliveries into up to ``lanes`` groups of whole partitions.
-
-        A business key lives in one partition, so lanes touch disjoint instances and can run
-        at the same time (one overlaps its database round trips with another's decisions)
-        while each keeps its partitions' order.
-        """
-        partitions = sorted({(r.topic, r.partition) for r in records})
-        lane_of = {tp: i % self.options.lanes for i, tp in enumerate(partitions)}
-        lanes: dict[int, list[tuple[int, StartCommand | Event]]] = {}
-        for index, delivery in indexed:
-            record = records[index]
-            lanes.setdefault(lane_of[(record.topic, record.partition)], []).append(
-                (index, delivery)
-            )
-        return list(lanes.values()) or [[]]
-
-    async def _apply_lane(
-        self,
-        lane: Sequence[tuple[int, StartCommand | Event]],
-        verdicts: list[list[Unroutable | None]],
-    ) -> None:
-        starts, events = starts_first(lane)
-        if not starts:
-            if events:
-                await self._apply_events(events, verdicts)
-            return
-        # Starts and the events of other instances go to the database side by side; only
-        # events for an instance started in this batch wait for its start.
-        alongside, after = apart_from_starts(starts, events)
-        if alongside:
-            await _all(
-                [self._apply_starts(starts, verdicts), self._apply_events(alongside, verdicts)]
-            )
-        else:
-            await self._apply_starts(starts, verdicts)
-        if after:
-            await self._apply_events(after, verdicts)
-
-    async def _apply_starts(
-        self,
-        starts: Sequence[tuple[int, StartCommand]],
-        verdicts: list[list[Unroutable | None]],
-    ) -> None:
-        limit = asyncio.Semaphore(self.options.start_concurrency)
-
-        async def run_group(group: Sequence[tuple[int, StartCommand]]) -> None:
-            async with limit:
-                for index, start in group:
-                    verdicts[index].append(await self._start(start))
-
-        await _all(run_group(group) for group in group_starts(starts))
-
-    async def _start(self, start: StartCommand) -> Unroutable | None:
-        try:
-            result = await self.runtime.start(
-                start.workflow,
-                start.business_key,
-                start.data,
-                idempotency_key=start.idempotency_key,
-                source="kafka",
-                # The CloudEvent id (which routing also made the idempotency key): the
-                # start's history row and state_changed message carry it.
-                event_id=start.idempotency_key,
-            )
-        except PayloadInvalid as exc:
-            fields = "; ".join(f"{f.path}: {f.message}" for f in exc.field_errors)
-            return Unroutable("invalid_payload", f"{exc}{' (' + fields + ')' if fields else ''}")
-        except InstanceConflict as exc:
-            return Unroutable("instance_conflict", str(exc))
-        except UnknownWorkflow as exc:
-            return Unroutable("unknown_type", str(exc))
-        except Exception as exc:
-            if is_transient(exc):
-                raise
-            log.exception("start cannot be applied", idempotency_key=start.idempotency_key)
-            return Unroutable("processing_error", f"{type(exc).__name__}: {exc}")
-        if result.created:
-            self.metrics.started += 1
-        else:
-            self.metrics.duplicates += 1
-        return None
-
-    async def _apply_events(
-        self, events: Sequence[tuple[int, Event]], verdicts: list[list[Unroutable | None]]
-    ) -> None:
-        batch = [event for _, event in events]
-        outcomes: list[Outcome | Unroutable]
-        try:
-            outcomes = list(await self.runtime.send_many(batch))
-        except Exception as exc:
-            if is_transient(exc):
-                raise
-            # A bug or a broken definition somewhere in the batch: find the event(s) one by
-            # one, so that one poison event cannot stop the partition.
-            log.exception("batch apply failed; applying its events one by one")
-            outcomes = [await self._send_one(event) for event in batch]
-        for (index, _event), outcome in zip(events, outcomes, strict=True):
-            verdicts[index].append(self._verdict(outcome))
-
-    async def _send_one(self, event: Event) -> Outcome | Unroutable:
-        try:
-            return await self.runtime.send(event)
-        except Exception as exc:
-            if is_transient(exc):
-                raise
-            log.exception("event cannot be applied", event_id=event.event_id)
-            return Unroutable("processing_error", f"{type(exc).__name__}: {exc}")
-
-    def _verdict(self, outcome: Outcome | Unroutable) -> Unroutable | None:
-        if isinstance(outcome, Unroutable):
-            return outcome
-        status = outcome.status
-        metrics = self.metrics
-        if status == "applied":
-            metrics.applied += 1
-        elif status == "duplicate":
-            metrics.duplicates += 1
-        elif status == "rejected":
-            metrics.rejected += 1
-            rejection = outcome.rejection
-            if rejection is not None and rejection.reason == "invalid_payload":
-                return Unroutable("invalid_payload", rejection.message)
-        elif status == "failed":
-            metrics.failed += 1
-        elif status == "retrying":
-            metrics.retrying += 1  # the instance waits for its retry timer; not dead
-        elif status == "parked":
-            metrics.parked += 1  # applied after the instance's retry, in order
-        elif status == "stale":
-            metrics.stale += 1
-        elif status == "not_found":
-            return Unroutable(
-                "no_instance",
-                f"event {outcome.event_id}: no instance for it, and its type starts no workflow",
-            )
-        return None
 
     async def _commit_batch(
         self, batches: Mapping[TopicPartition, Sequence[Record]], records: Sequence[Record]
@@ -659,16 +453,6 @@ class EventConsumer:
         return sum(
             max(0, ends[tp] - position) for tp, position in zip(assignment, positions, strict=True)
         )
-
-
-async def _all(coroutines: Iterable[Coroutine[Any, Any, None]]) -> None:
-    """Run concurrently; on a failure cancel the rest and raise the first error itself."""
-    try:
-        async with asyncio.TaskGroup() as tasks:
-            for coroutine in coroutines:
-                tasks.create_task(coroutine)
-    except ExceptionGroup as failures:
-        raise failures.exceptions[0] from failures
 
 
 __all__ = ["ConsumerOptions", "EventConsumer"]

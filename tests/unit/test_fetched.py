@@ -6,13 +6,13 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from engine.messaging.consumer import _Fetched
+from engine.messaging.fetched import Fetched
 
 A, B = TopicPartition("t", 0), TopicPartition("t", 1)
 
 
 def test_records_are_taken_in_order_per_partition_and_the_bound_holds() -> None:
-    fetched = _Fetched(limit=4)
+    fetched = Fetched(limit=4)
     assert not fetched.ready.is_set()
     assert fetched.room.is_set()
     fetched.add({A: [1, 2], B: [10]})
@@ -28,7 +28,7 @@ def test_records_are_taken_in_order_per_partition_and_the_bound_holds() -> None:
 
 
 def test_revoked_partitions_are_dropped() -> None:
-    fetched = _Fetched(limit=3)
+    fetched = Fetched(limit=3)
     fetched.add({A: [1, 2], B: [10]})
     fetched.drop([A, TopicPartition("t", 9)])
     assert fetched.count == 1
