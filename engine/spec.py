@@ -1,7 +1,9 @@
 """The compiled form of a workflow: validated, with the pure step's lookup tables.
 
 `engine.dsl.Workflow` subclasses are compiled here when their class is defined; a broken
-definition raises `DefinitionError` naming the workflow and the state at fault.
+definition raises `DefinitionError` naming the workflow and the state at fault. This module
+reads the building blocks of `engine.declarations` and knows nothing of `engine.dsl`,
+which imports it.
 """
 
 from __future__ import annotations
@@ -9,14 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel
 
+from engine.declarations import Action, EmptyPayload, Guard, RetryPolicy, State, Transitions
 from engine.errors import DefinitionError
-
-if TYPE_CHECKING:
-    from engine.dsl import Action, Guard, RetryPolicy, Workflow
 
 RESERVED_TIMER_PREFIX = "conveyor."
 """Timer names Conveyor keeps for itself (``conveyor.retry`` fires durable retries)."""
@@ -106,11 +106,9 @@ _RESERVED = frozenset(
 )
 
 
-def compile_workflow(cls: type[Workflow[Any]]) -> WorkflowSpec:
-    """Validate a workflow class and build its lookup tables."""
-    # At call time: engine.dsl imports this module (Workflow compiles itself on definition).
-    from engine.dsl import EmptyPayload, State, Transitions
-
+def compile_workflow(cls: type) -> WorkflowSpec:
+    """Validate a workflow class (an `engine.dsl.Workflow` subclass) and build its lookup
+    tables; the class is read only through its attributes."""
     name = getattr(cls, "name", None)
     version = getattr(cls, "version", 1)
     if not isinstance(name, str) or not name:
