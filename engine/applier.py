@@ -14,12 +14,12 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Protocol, TypeVar
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from engine.clock import Clock
 from engine.model import Event, InstanceStatus, InstanceTrigger, TimerFiring
 from engine.observability import get_logger
 from engine.planning import Loaded, Result, plan
@@ -33,7 +33,6 @@ from engine.wire.topics import Topics
 
 log = get_logger("conveyor.runtime")
 
-Clock = Callable[[], datetime]
 T = TypeVar("T")
 
 TRANSACTION_ATTEMPTS = 5

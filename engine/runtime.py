@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine import operations, retries
 from engine.applier import Applier, RuntimeObserver, retry_conflicts
+from engine.clock import Clock, utc_now
 from engine.decide import (
     ActionFailed,
     Decision,
@@ -73,12 +74,7 @@ from engine.wire.topics import Topics
 
 log = get_logger("conveyor.runtime")
 
-Clock = Callable[[], datetime]
 Trigger = InstanceTrigger
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)

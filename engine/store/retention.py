@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from engine.clock import utc_now
 from engine.observability import get_logger
 from engine.store.database import driver_transaction
 
@@ -158,8 +159,6 @@ async def run_retention(
     interval: float = 3600.0,
 ) -> None:
     """Prune every ``interval`` seconds until ``stop`` is set (a worker service)."""
-    from engine.runtime import utc_now
-
     while not stop.is_set():
         try:
             pruned = await prune(
