@@ -42,12 +42,12 @@ class KeyCache:
             return entry[0]
         return None
 
-    async def verify(self, engine: AsyncEngine, secret: str) -> ApiKey | None:
+    async def verify(self, db: AsyncEngine, secret: str) -> ApiKey | None:
         key = self.cached(secret)
         if key is not None:
             return key
         digest = hash_key(secret)
-        key = await verify_api_key(engine, secret)
+        key = await verify_api_key(db, secret)
         if key is None:
             self._entries.pop(digest, None)
             return None

@@ -96,7 +96,7 @@ def request_hash(*parts: Any) -> bytes:
 
 
 async def claim(
-    engine: AsyncEngine,
+    db: AsyncEngine,
     scope: KeyScope,
     digest: bytes,
     *,
@@ -114,7 +114,7 @@ async def claim(
     deadline = time.monotonic() + wait
     delay = FIRST_POLL
     while True:
-        row = await rows.claim(engine, scope.api_key_id, scope.key, scope.endpoint, digest, lease)
+        row = await rows.claim(db, scope.api_key_id, scope.key, scope.endpoint, digest, lease)
         if row is not None:
             if isinstance(row, rows.Claimed):
                 return Claim(scope, digest, row.lease_end)
@@ -135,7 +135,7 @@ async def claim(
             delay = min(delay * 2, MAX_POLL)
 
 
-async def complete(engine: AsyncEngine, held: Claim, response: StoredResponse) -> StoredResponse:
+async def complete(db: AsyncEngine, held: Claim, response: StoredResponse) -> StoredResponse:
     """Store ``response`` for the claimed key; return the stored one.
 
     That is ``response`` itself, unless the claim was taken over (its lease passed) and
@@ -143,7 +143,7 @@ async def complete(engine: AsyncEngine, held: Claim, response: StoredResponse) -
     """
     scope = held.scope
     other = await rows.store(
-        engine,
+        db,
         scope.api_key_id,
         scope.key,
         scope.endpoint,
@@ -156,7 +156,7 @@ async def complete(engine: AsyncEngine, held: Claim, response: StoredResponse) -
     return StoredResponse(*other)
 
 
-async def release(engine: AsyncEngine, held: Claim) -> None:
+async def release(db: AsyncEngine, held: Claim) -> None:
     """Give the key up without a response (the operation failed): it may be used again."""
     scope = held.scope
-    await rows.release(engine, scope.api_key_id, scope.key, scope.endpoint, held.lease_end)
+    await rows.release(db, scope.api_key_id, scope.key, scope.endpoint, held.lease_end)

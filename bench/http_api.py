@@ -219,34 +219,34 @@ async def run_httpx(
 
 async def prepare(settings: Settings) -> str:
     await upgrade(settings)
-    engine = create_engine(settings, pool_size=1)
+    db = create_engine(settings, pool_size=1)
     try:
-        return (await create_api_key(engine, "bench", "admin")).secret
+        return (await create_api_key(db, "bench", "admin")).secret
     finally:
-        await engine.dispose()
+        await db.dispose()
 
 
 async def instance_ids(settings: Settings, run: str) -> list[str]:
-    engine = create_engine(settings, pool_size=1)
+    db = create_engine(settings, pool_size=1)
     try:
-        async with driver_connection(engine) as conn:
+        async with driver_connection(db) as conn:
             rows = await conn.fetch(
                 "select id from instances where business_key like $1 and state = 'placed'"
                 " order by random()",
                 f"bench-{run}-%",
             )
     finally:
-        await engine.dispose()
+        await db.dispose()
     return [str(r["id"]) for r in rows]
 
 
 async def drop_schema(settings: Settings) -> None:
-    engine = create_engine(settings.model_copy(update={"database_schema": None}), pool_size=1)
+    db = create_engine(settings.model_copy(update={"database_schema": None}), pool_size=1)
     try:
-        async with driver_connection(engine) as conn:
+        async with driver_connection(db) as conn:
             await conn.execute(f'drop schema if exists "{settings.database_schema}" cascade')
     finally:
-        await engine.dispose()
+        await db.dispose()
 
 
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -231,7 +231,7 @@ async def worker_phase(
     relay_stop: Any = None
     if relay == "in-process":
         tasks.append(
-            asyncio.create_task(OutboxRelay(runtime.engine, settings, metrics=metrics).run(stop))
+            asyncio.create_task(OutboxRelay(runtime.db, settings, metrics=metrics).run(stop))
         )
     elif relay == "process":
         ctx = multiprocessing.get_context("spawn")
@@ -287,13 +287,13 @@ def _relay_in_child(settings: Settings, stop_flag: Any) -> None:
     """Child process: an outbox relay (``conveyor worker --services relay``) until told."""
 
     async def main() -> None:
-        engine = create_engine(settings, pool_size=2)
+        db = create_engine(settings, pool_size=2)
         stop = asyncio.Event()
-        relay = asyncio.create_task(OutboxRelay(engine, settings).run(stop))
+        relay = asyncio.create_task(OutboxRelay(db, settings).run(stop))
         await asyncio.to_thread(stop_flag.wait)
         stop.set()
         await relay
-        await engine.dispose()
+        await db.dispose()
 
     configure_logging(settings)
     tune_gc()
@@ -303,7 +303,7 @@ def _relay_in_child(settings: Settings, stop_flag: Any) -> None:
 async def outbox_rows(runtime: Runtime, *, published: bool) -> int:
     """How many outbox rows are published (or not yet)."""
     condition = "is not null" if published else "is null"
-    async with runtime.engine.connect() as conn:
+    async with runtime.db.connect() as conn:
         result = await conn.execute(
             text(f"select count(*) from outbox where published_at {condition}")
         )

@@ -98,10 +98,10 @@ async def main() -> None:
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     settings = Settings(database_schema=schema, database_pool_size=32, log_level="WARNING")
     await upgrade(settings)
-    engine = create_engine(settings)
+    db = create_engine(settings)
     registry = Registry()
     registry.register(Toggle)
-    runtime = Runtime(engine, registry)
+    runtime = Runtime(db, registry)
     try:
         ids = []
         for i in range(args.instances):
@@ -136,7 +136,7 @@ async def main() -> None:
         def raw_op(callers: int) -> Callable[[int, int], Awaitable[int]]:
             async def op(caller: int, i: int) -> int:
                 instance_id = instance_for(caller, i, callers)
-                async with driver_transaction(engine) as conn:
+                async with driver_transaction(db) as conn:
                     await conn.execute(
                         "update instances set revision = revision + 1, updated_at = now()"
                         " where id = $1",
@@ -209,7 +209,7 @@ async def main() -> None:
             " or its best)"
         )
     finally:
-        await engine.dispose()
+        await db.dispose()
         admin = create_engine(Settings(), pool_size=1)
         async with admin.begin() as conn:
             await conn.execute(text(f'drop schema if exists "{schema}" cascade'))

@@ -100,7 +100,7 @@ def looks_like_key(secret: str) -> bool:
     )
 
 
-async def create_api_key(engine: AsyncEngine, name: str, scopes: str | Iterable[str]) -> CreatedKey:
+async def create_api_key(db: AsyncEngine, name: str, scopes: str | Iterable[str]) -> CreatedKey:
     """Create and store a key; the returned ``secret`` is the only copy of it."""
     if not name.strip():
         raise InvalidRequest("an API key needs a name")
@@ -108,15 +108,15 @@ async def create_api_key(engine: AsyncEngine, name: str, scopes: str | Iterable[
     prefix = secrets.token_hex(4)
     secret = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
     key_id = uuid.uuid4()
-    await rows.insert(engine, key_id, name.strip(), prefix, hash_key(secret), parsed)
+    await rows.insert(db, key_id, name.strip(), prefix, hash_key(secret), parsed)
     return CreatedKey(ApiKey(key_id, name.strip(), prefix, parsed), secret)
 
 
-async def verify_api_key(engine: AsyncEngine, secret: str) -> ApiKey | None:
+async def verify_api_key(db: AsyncEngine, secret: str) -> ApiKey | None:
     """The live (not revoked) key whose hash matches ``secret``, else None."""
     if not looks_like_key(secret):
         return None
-    row = await rows.live_by_hash(engine, hash_key(secret))
+    row = await rows.live_by_hash(db, hash_key(secret))
     if row is None:
         return None
     scopes = tuple(s for s in SCOPES if s in row["scopes"])
@@ -130,7 +130,7 @@ class KeyListing:
     revoked_at: datetime | None
 
 
-async def list_api_keys(engine: AsyncEngine) -> list[KeyListing]:
+async def list_api_keys(db: AsyncEngine) -> list[KeyListing]:
     """Every key, live and revoked, oldest first (never a secret: they are not stored)."""
     return [
         KeyListing(
@@ -138,13 +138,13 @@ async def list_api_keys(engine: AsyncEngine) -> list[KeyListing]:
             r["created_at"],
             r["revoked_at"],
         )
-        for r in await rows.all_keys(engine)
+        for r in await rows.all_keys(db)
     ]
 
 
-async def revoke_api_key(engine: AsyncEngine, prefix: str) -> bool:
+async def revoke_api_key(db: AsyncEngine, prefix: str) -> bool:
     """Revoke the key with ``prefix``; False when there is no live key with it."""
-    return await rows.revoke(engine, prefix)
+    return await rows.revoke(db, prefix)
 
 
 __all__ = [

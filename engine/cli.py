@@ -159,9 +159,7 @@ def cmd_apikey_create(args: argparse.Namespace, settings: Settings) -> int:
         return 2
 
     async def create() -> int:
-        created = await _with_engine(
-            settings, lambda engine: create_api_key(engine, args.name, scopes)
-        )
+        created = await _with_engine(settings, lambda db: create_api_key(db, args.name, scopes))
         key = created.key
         # The key alone goes to stdout (KEY=$(conveyor apikey create ...)); the rest to stderr.
         print(
@@ -197,7 +195,7 @@ def cmd_apikey_revoke(args: argparse.Namespace, settings: Settings) -> int:
     from engine.auth import revoke_api_key  # lazy: the database driver
 
     async def revoke() -> int:
-        revoked = await _with_engine(settings, lambda engine: revoke_api_key(engine, args.prefix))
+        revoked = await _with_engine(settings, lambda db: revoke_api_key(db, args.prefix))
         if not revoked:
             print(f"no live API key with prefix {args.prefix!r}", file=sys.stderr)
             return 1
@@ -211,11 +209,11 @@ async def _with_engine(settings: Settings, use: Callable[[AsyncEngine], Awaitabl
     """Run ``use`` with a one-connection engine that is disposed of afterwards."""
     from engine.store.database import create_engine  # lazy: the database driver
 
-    engine = create_engine(settings, pool_size=1)
+    db = create_engine(settings, pool_size=1)
     try:
-        return await use(engine)
+        return await use(db)
     finally:
-        await engine.dispose()
+        await db.dispose()
 
 
 def _run_async(coro: Coroutine[Any, Any, int | None]) -> int:

@@ -100,7 +100,7 @@ class Runtime:
 
     def __init__(
         self,
-        engine: AsyncEngine,
+        db: AsyncEngine,
         registry: Registry,
         *,
         topic_prefix: str = "conveyor",
@@ -108,12 +108,12 @@ class Runtime:
         send_concurrency: int = 4,
         observer: RuntimeObserver | None = None,
     ) -> None:
-        self.engine = engine
+        self.db = db
         self.registry = registry
         self.topics = Topics(topic_prefix)
         self.clock = clock
         self.observer = observer
-        self.applier = Applier(engine, registry, self.topics, clock, observer)
+        self.applier = Applier(db, registry, self.topics, clock, observer)
         self._reads: GroupCommit[uuid.UUID, Instance | None] = GroupCommit(
             self._get_many, max_batch=500, concurrency=send_concurrency
         )
@@ -182,7 +182,7 @@ class Runtime:
             )
             return StartResult(instance, created=True)
         # The business key or idempotency key is taken: the same start again, or a conflict.
-        async with driver_connection(self.engine) as conn:
+        async with driver_connection(self.db) as conn:
             existing = await conn.fetchrow(
                 sql.FIND_FOR_START, prepared.workflow, business_key, idempotency_key
             )
@@ -223,7 +223,7 @@ class Runtime:
 
         async def insert() -> list[Instance | None]:
             write_started = time.perf_counter()
-            async with driver_connection(self.engine) as conn:
+            async with driver_connection(self.db) as conn:
                 result = await writes.write_starts(conn, rows)
             if self.observer is not None:
                 # The starts' decisions were made by their callers, before queueing.
@@ -359,23 +359,23 @@ class Runtime:
         return instance
 
     async def _get_many(self, ids: Sequence[uuid.UUID]) -> list[Instance | None]:
-        return await queries.get_many(self.engine, ids)
+        return await queries.get_many(self.db, ids)
 
     async def find(self, workflow: str, business_key: str) -> Instance:
         """The instance of ``workflow`` with ``business_key``."""
-        return await queries.find(self.engine, workflow, business_key)
+        return await queries.find(self.db, workflow, business_key)
 
     async def history(
         self, instance_id: uuid.UUID, *, after: int = 0, limit: int = 100
     ) -> list[HistoryRecord]:
         """An instance's history in order; ``after`` is the last id already seen."""
-        return await queries.history(self.engine, instance_id, after=after, limit=limit)
+        return await queries.history(self.db, instance_id, after=after, limit=limit)
 
     async def list_instances(
         self, filters: InstanceFilter, *, limit: int = 50, cursor: str | None = None
     ) -> Page:
         """Instances matching ``filters``, newest first, by keyset pagination."""
-        return await queries.list_instances(self.engine, filters, limit=limit, cursor=cursor)
+        return await queries.list_instances(self.db, filters, limit=limit, cursor=cursor)
 
 
 def _record_start(writes: WriteSet, instance: Instance, start: _PreparedStart) -> None:

@@ -49,7 +49,7 @@ class TimerScheduler:
     async def claim(self) -> list[TimerFiring]:
         """Claim up to ``batch_size`` due timers for this scheduler (committed lease)."""
         now = self.runtime.clock()
-        async with driver_transaction(self.runtime.engine) as conn:
+        async with driver_transaction(self.runtime.db) as conn:
             rows = await conn.fetch(sql.CLAIM_DUE_TIMERS, now, self.batch_size, now + self.lease)
         rows = sorted(rows, key=lambda r: (r["due_at"], r["id"]))
         return [TimerFiring(r["id"], r["instance_id"], r["name"], r["state"]) for r in rows]

@@ -69,9 +69,9 @@ async def settings(base_settings: Settings) -> AsyncIterator[Settings]:
 
 @pytest.fixture
 async def db(settings: Settings) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(settings)
-    yield engine
-    await engine.dispose()
+    db = create_engine(settings)
+    yield db
+    await db.dispose()
 
 
 @pytest.fixture

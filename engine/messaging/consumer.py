@@ -171,7 +171,7 @@ class EventConsumer:
         )
         while not stop.is_set():
             try:
-                await ping(self.runtime.engine, timeout=2.0)
+                await ping(self.runtime.db, timeout=2.0)
             except Exception as exc:
                 self.outage.failed(exc)
                 await first_of([stop.wait()], timeout=self.options.rejoin_probe_interval)

@@ -64,7 +64,7 @@ class OutboxRelay:
 
     def __init__(
         self,
-        engine: AsyncEngine,
+        db: AsyncEngine,
         settings: Settings,
         *,
         metrics: WorkerMetrics | None = None,
@@ -74,7 +74,7 @@ class OutboxRelay:
         producer_factory: ProducerFactory = _default_producer,
         outage: DatabaseOutage | None = None,
     ) -> None:
-        self.engine = engine
+        self.db = db
         self.settings = settings
         self.outage = outage or DatabaseOutage(settings.database_outage_seconds)
         self.metrics = metrics or WorkerMetrics()
@@ -131,7 +131,7 @@ class OutboxRelay:
         if self._stood_down:
             # Lead again only once the pool can reach the database (a listener session
             # alone may work while the pool's connections do not).
-            await ping(self.engine, timeout=2.0)
+            await ping(self.db, timeout=2.0)
             self.outage.succeeded()
             self._stood_down = False
             log.info("outbox relay may lead again: the database answers")
@@ -149,7 +149,7 @@ class OutboxRelay:
 
     async def publish_batch(self) -> int:
         """Publish the oldest unpublished rows (up to ``batch_size``); return how many."""
-        async with driver_transaction(self.engine) as conn:
+        async with driver_transaction(self.db) as conn:
             rows = await conn.fetch(CLAIM_UNPUBLISHED, self.batch_size)
             if not rows:
                 return 0

@@ -45,7 +45,7 @@ def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncE
     if url.host in LOOPBACK and "ssl" not in url.query and "sslmode" not in url.query:
         # TLS over loopback protects nothing and costs a third of a small transaction.
         connect_args["ssl"] = False
-    engine = create_async_engine(
+    db = create_async_engine(
         url,
         pool_size=pool_size or settings.database_pool_size,
         max_overflow=0,
@@ -56,9 +56,9 @@ def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncE
         json_deserializer=orjson.loads,
     )
     guard = _PoolGuard()
-    _guards[engine.sync_engine.pool] = guard
-    event.listen(engine.sync_engine.pool, "checkout", guard.on_checkout)
-    return engine
+    _guards[db.sync_engine.pool] = guard
+    event.listen(db.sync_engine.pool, "checkout", guard.on_checkout)
+    return db
 
 
 class _PoolGuard:
@@ -87,24 +87,24 @@ def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-async def ping(engine: AsyncEngine, timeout: float) -> None:
+async def ping(db: AsyncEngine, timeout: float) -> None:
     """Run ``SELECT 1``; raise DependencyUnavailable when PostgreSQL does not answer in time."""
     try:
         async with asyncio.timeout(timeout):
-            async with engine.connect() as conn:
+            async with db.connect() as conn:
                 await conn.execute(text("select 1"))
     except Exception as exc:  # any failure to answer means "down"; the reason is kept
         raise DependencyUnavailable(f"postgresql: {type(exc).__name__}: {exc}".strip()) from exc
 
 
 @asynccontextmanager
-async def driver_transaction(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
+async def driver_transaction(db: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
     """A pooled connection's asyncpg driver inside one transaction (the hot path).
 
     SQLAlchemy owns the pool; the hot path talks to asyncpg directly so that each
     set-based statement is prepared once per connection and costs one round trip.
     """
-    async with engine.connect() as conn:
+    async with db.connect() as conn:
         driver = await _driver_of(conn)
         try:
             async with driver.transaction():
@@ -116,9 +116,9 @@ async def driver_transaction(engine: AsyncEngine) -> AsyncIterator[asyncpg.Conne
 
 
 @asynccontextmanager
-async def driver_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
+async def driver_connection(db: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
     """A pooled connection's asyncpg driver, outside any explicit transaction (reads)."""
-    async with engine.connect() as conn:
+    async with db.connect() as conn:
         driver = await _driver_of(conn)
         try:
             yield driver

@@ -62,9 +62,9 @@ def alembic_config() -> Config:
 
 async def upgrade(settings: Settings, revision: str = "head") -> None:
     """Bring the configured database (and schema, if set) up to ``revision``."""
-    engine = create_engine(settings, pool_size=1)
+    db = create_engine(settings, pool_size=1)
     try:
-        async with engine.connect() as conn:
+        async with db.connect() as conn:
             # One migrator at a time, even with several processes starting together.
             await conn.execute(text("select pg_advisory_lock(7314159)"))
             try:
@@ -85,4 +85,4 @@ async def upgrade(settings: Settings, revision: str = "head") -> None:
                 await conn.execute(text("select pg_advisory_unlock(7314159)"))
                 await conn.commit()
     finally:
-        await engine.dispose()
+        await db.dispose()

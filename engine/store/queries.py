@@ -1,6 +1,7 @@
 """Reading instances and their history: the queries behind the runtime's read calls.
 
-Plain functions over the engine; every one is served by an index (see the migrations).
+Plain functions over the database (``db``: the AsyncEngine); every one is served by an index
+(see the migrations).
 """
 
 from __future__ import annotations
@@ -53,9 +54,9 @@ def instance_from_row(row: asyncpg.Record) -> Instance:
     )
 
 
-async def get_many(engine: AsyncEngine, ids: Sequence[uuid.UUID]) -> list[Instance | None]:
+async def get_many(db: AsyncEngine, ids: Sequence[uuid.UUID]) -> list[Instance | None]:
     """Instances by id, in the order asked (None where missing), in one query."""
-    async with driver_connection(engine) as conn:
+    async with driver_connection(db) as conn:
         if len(ids) == 1:
             row = await conn.fetchrow(sql.GET_INSTANCE, ids[0])
             return [None if row is None else instance_from_row(row)]
@@ -64,9 +65,9 @@ async def get_many(engine: AsyncEngine, ids: Sequence[uuid.UUID]) -> list[Instan
     return [found.get(i) for i in ids]
 
 
-async def find(engine: AsyncEngine, workflow: str, business_key: str) -> Instance:
+async def find(db: AsyncEngine, workflow: str, business_key: str) -> Instance:
     """The instance of ``workflow`` with ``business_key``."""
-    async with driver_connection(engine) as conn:
+    async with driver_connection(db) as conn:
         row = await conn.fetchrow(sql.FIND_INSTANCE, workflow, business_key)
     if row is None:
         raise InstanceNotFound(f"no {workflow} instance with business key {business_key!r}")
@@ -74,10 +75,10 @@ async def find(engine: AsyncEngine, workflow: str, business_key: str) -> Instanc
 
 
 async def history(
-    engine: AsyncEngine, instance_id: uuid.UUID, *, after: int = 0, limit: int = 100
+    db: AsyncEngine, instance_id: uuid.UUID, *, after: int = 0, limit: int = 100
 ) -> list[HistoryRecord]:
     """An instance's history in order; ``after`` is the last id already seen."""
-    async with driver_connection(engine) as conn:
+    async with driver_connection(db) as conn:
         exists = await conn.fetchval("select 1 from instances where id = $1", instance_id)
         if exists is None:
             raise InstanceNotFound(f"no instance {instance_id}")
@@ -105,17 +106,17 @@ FIRST_DELIVERY = (
 
 
 async def first_delivery(
-    engine: AsyncEngine, instance_id: uuid.UUID, event_id: str
+    db: AsyncEngine, instance_id: uuid.UUID, event_id: str
 ) -> asyncpg.Record | None:
     """The inbox outcome of ``event_id`` at ``instance_id`` with the from_state, to_state,
     revision and reason of its last history entry; None when no inbox row has it."""
-    async with driver_connection(engine) as conn:
+    async with driver_connection(db) as conn:
         row: asyncpg.Record | None = await conn.fetchrow(FIRST_DELIVERY, instance_id, event_id)
     return row
 
 
 async def list_instances(
-    engine: AsyncEngine, filters: InstanceFilter, *, limit: int = 50, cursor: str | None = None
+    db: AsyncEngine, filters: InstanceFilter, *, limit: int = 50, cursor: str | None = None
 ) -> Page:
     """Instances matching ``filters``, newest first, by keyset pagination."""
     clauses: list[str] = []
@@ -150,7 +151,7 @@ async def list_instances(
         f"select {sql.INSTANCE_COLUMNS} from instances where {where}"
         f" order by created_at desc, id desc limit {arg(limit + 1)}"
     )
-    async with driver_connection(engine) as conn:
+    async with driver_connection(db) as conn:
         rows = await conn.fetch(query, *args)
     items = tuple(instance_from_row(r) for r in rows[:limit])
     next_cursor = None

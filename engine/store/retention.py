@@ -99,7 +99,7 @@ class Pruned:
 
 
 async def prune(
-    engine: AsyncEngine,
+    db: AsyncEngine,
     *,
     now: datetime,
     inbox_retention: timedelta,
@@ -117,7 +117,7 @@ async def prune(
         ("outbox", PRUNE_OUTBOX, now - outbox_retention),
     ):
         while True:
-            async with driver_transaction(engine) as conn:
+            async with driver_transaction(db) as conn:
                 status = await conn.execute(statement, cutoff, batch)
             deleted = int(status.split()[-1])
             totals[name] += deleted
@@ -125,19 +125,19 @@ async def prune(
                 break
     if history_retention is not None:
         totals["history"] = await prune_history(
-            engine, cutoff=now - history_retention, batch=batch, page=history_page
+            db, cutoff=now - history_retention, batch=batch, page=history_page
         )
     return Pruned(**totals)
 
 
-async def prune_history(engine: AsyncEngine, *, cutoff: datetime, batch: int, page: int) -> int:
+async def prune_history(db: AsyncEngine, *, cutoff: datetime, batch: int, page: int) -> int:
     """Delete the history rows of completed and cancelled instances that ended before
     ``cutoff``, at most ``batch`` rows per statement (one short transaction each); keep
     the instance rows. Returns the number of rows deleted."""
     total = 0
     after_updated, after_id = _WALK_START
     while True:
-        async with driver_transaction(engine) as conn:
+        async with driver_transaction(db) as conn:
             row = await conn.fetchrow(PRUNE_HISTORY, cutoff, after_updated, after_id, page, batch)
         assert row is not None  # an aggregate query always answers one row
         deleted: int = row["deleted"]
@@ -150,7 +150,7 @@ async def prune_history(engine: AsyncEngine, *, cutoff: datetime, batch: int, pa
 
 
 async def run_retention(
-    engine: AsyncEngine,
+    db: AsyncEngine,
     stop: asyncio.Event,
     *,
     inbox_retention: timedelta,
@@ -162,7 +162,7 @@ async def run_retention(
     while not stop.is_set():
         try:
             pruned = await prune(
-                engine,
+                db,
                 now=utc_now(),
                 inbox_retention=inbox_retention,
                 outbox_retention=outbox_retention,

@@ -37,14 +37,14 @@ class Keys:
 
 
 async def make_keys(settings: Settings) -> Keys:
-    engine = create_engine(settings, pool_size=1)
+    db = create_engine(settings, pool_size=1)
     try:
         secrets = [
-            (await create_api_key(engine, f"test-{scope}", [scope])).secret
+            (await create_api_key(db, f"test-{scope}", [scope])).secret
             for scope in ("read", "write", "admin")
         ]
     finally:
-        await engine.dispose()
+        await db.dispose()
     return Keys(*secrets)
 
 

@@ -69,13 +69,13 @@ async def test_business_key_is_unique_per_workflow(db: AsyncEngine) -> None:
 
 async def test_migrate_twice_is_a_no_op(settings: Settings) -> None:
     await upgrade(settings)
-    engine = create_engine(settings, pool_size=1)
+    db = create_engine(settings, pool_size=1)
     try:
-        async with engine.connect() as conn:
+        async with db.connect() as conn:
             version = (
                 await conn.execute(text("select version_num from alembic_version"))
             ).scalar_one()
     finally:
-        await engine.dispose()
+        await db.dispose()
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert version == head

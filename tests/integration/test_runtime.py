@@ -306,7 +306,7 @@ async def test_a_timer_fires_after_a_restart(
     await first.send(
         ev(started.instance.id, "payment.initiated", {"payment_id": "P", "provider": "x"})
     )
-    await first.engine.dispose()  # the process is gone; the timer is in PostgreSQL
+    await first.db.dispose()  # the process is gone; the timer is in PostgreSQL
 
     clock.advance(timedelta(minutes=31))
     second = Runtime(create_engine(settings), registry(), clock=clock)
@@ -314,7 +314,7 @@ async def test_a_timer_fires_after_a_restart(
         outcomes = await TimerScheduler(second).fire_due()
         instance = await second.get(started.instance.id)
     finally:
-        await second.engine.dispose()
+        await second.db.dispose()
     assert [o.status for o in outcomes] == ["applied"]
     assert (instance.state, instance.status) == ("cancelled", InstanceStatus.COMPLETED)
     assert instance.data["cancellation_reason"] == "payment timeout"
@@ -349,8 +349,8 @@ async def test_overdue_timers_fire_once_with_two_schedulers(
 
         counts = await asyncio.gather(*(drain(s) for s in schedulers))
     finally:
-        for engine in engines:
-            await engine.dispose()
+        for pool in engines:
+            await pool.dispose()
     assert sum(counts) == 40
     fired = await rows(
         db,
