@@ -16,6 +16,7 @@ from api.idempotency import HEADER as IDEMPOTENCY_HEADER
 from api.schemas import CancelInstance, HistoryQuery, InstanceQuery, SendEvent
 from api.tracing import request_id_of, tag_request
 from api.validation import header_text, parse_body, parse_query, parse_uuid
+from engine import operations
 from engine.decide import Rejection
 from engine.errors import ConveyorError, InstanceNotFound, InvalidRequest
 from engine.model import Event, Outcome
@@ -168,8 +169,8 @@ async def cancel_instance(request: Request, instance_id: str) -> HTTPResponse:
     body = parse_body(request, CancelInstance, optional=True)
     tag_request(request, instance=str(target))
     async with timed(request, "cancel"), _workflow_tagged_on_failure(request, target):
-        instance = await runtime_of(request).cancel(
-            target, reason=body.reason, request_id=request_id_of(request)
+        instance = await operations.cancel(
+            runtime_of(request), target, reason=body.reason, request_id=request_id_of(request)
         )
     metrics_of(request).transitions.inc(instance.workflow, "cancelled")
     return json_response(instance.to_json())
@@ -183,7 +184,7 @@ async def retry_instance(request: Request, instance_id: str) -> HTTPResponse:
     tag_request(request, instance=str(target))
     runtime = runtime_of(request)
     async with timed(request, "retry"), _workflow_tagged_on_failure(request, target):
-        outcome = await runtime.retry(target, request_id=request_id_of(request))
+        outcome = await operations.retry(runtime, target, request_id=request_id_of(request))
     instance = await runtime.get(target)
     metrics_of(request).transitions.inc(instance.workflow, f"retry_{outcome.status}")
     status = 202 if outcome.status in ACCEPTED_NOT_APPLIED else 200

@@ -1,7 +1,7 @@
 """Operator actions: cancel and retry.
 
-Functions over an :class:`~engine.applier.Applier` (the runtime exposes them as methods;
-they sit above it and never reach into it). Each is
+Functions over a :class:`~engine.runtime.Runtime`: operator actions sit above the
+runtime (the HTTP API calls them with its runtime) and use only its public surface. Each is
 one transaction that locks the instance, changes its status, and records the change in
 its history and on the ``state_changed`` topic. (Failing and retrying after a failure are
 :mod:`engine.retries`.)
@@ -12,9 +12,9 @@ from __future__ import annotations
 import uuid
 
 from engine import retries
-from engine.applier import Applier
 from engine.errors import InstanceNotFound, InvalidState
 from engine.model import Instance, InstanceStatus, Outcome
+from engine.runtime import Runtime
 from engine.store import inbox, timers
 from engine.store import statements as sql
 from engine.store.database import driver_transaction
@@ -27,11 +27,11 @@ CANCELLED_WHILE_PARKED = (
 
 
 async def cancel(
-    applier: Applier, instance_id: uuid.UUID, *, reason: str = "", request_id: str | None = None
+    runtime: Runtime, instance_id: uuid.UUID, *, reason: str = "", request_id: str | None = None
 ) -> Instance:
     """Cancel an active, retrying or failed instance: its timers go, events parked behind
     a retry are refused, its history says who and why."""
-    async with driver_transaction(applier.db) as conn:
+    async with driver_transaction(runtime.db) as conn:
         rows = await conn.fetch(sql.LOCK_INSTANCES, [instance_id])
         if not rows:
             raise InstanceNotFound(f"no instance {instance_id}")
@@ -43,7 +43,7 @@ async def cancel(
                 f"instance {instance_id} is completed in state '{instance.state}'; "
                 "it cannot be cancelled"
             )
-        writes = WriteSet(applier.clock(), applier.topics)
+        writes = WriteSet(runtime.clock(), runtime.topics)
         revision = writes.status_change(
             instance,
             status=InstanceStatus.CANCELLED.value,
@@ -65,7 +65,7 @@ async def cancel(
 
 
 async def retry(
-    applier: Applier, instance_id: uuid.UUID, *, request_id: str | None = None
+    runtime: Runtime, instance_id: uuid.UUID, *, request_id: str | None = None
 ) -> Outcome:
     """Re-activate a failed instance (or hurry a retrying one) and re-apply the trigger
     that failed it, then the events parked behind it, in one transaction.
@@ -73,7 +73,7 @@ async def retry(
     The attempts start again from one under the transition's retry policy: a failure now
     answers ``retrying`` (or ``failed`` when the policy allows a single attempt).
     """
-    async with driver_transaction(applier.db) as conn:
+    async with driver_transaction(runtime.db) as conn:
         rows = await conn.fetch(sql.LOCK_INSTANCES, [instance_id])
         if not rows:
             raise InstanceNotFound(f"no instance {instance_id}")
@@ -85,7 +85,7 @@ async def retry(
                 "retrying instances can be retried"
             )
         error = instance.error
-        writes = WriteSet(applier.clock(), applier.topics)
+        writes = WriteSet(runtime.clock(), runtime.topics)
         writes.status_change(
             instance,
             status=InstanceStatus.ACTIVE.value,
@@ -105,4 +105,6 @@ async def retry(
         await inbox.forget(conn, instance.id, error["event_id"])
         await timers.delete(conn, instance.id, retries.RETRY_TIMER)
         fresh = instance_from_row(await conn.fetchrow(sql.GET_INSTANCE, instance.id))
-        return await retries.resume(applier, conn, fresh, error, attempts=0, request_id=request_id)
+        return await retries.resume(
+            runtime.applier, conn, fresh, error, attempts=0, request_id=request_id
+        )

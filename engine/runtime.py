@@ -34,7 +34,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine import operations, retries
+from engine import retries
 from engine.applier import Applier, RuntimeObserver, retry_conflicts
 from engine.clock import Clock, utc_now
 from engine.decide import (
@@ -333,21 +333,6 @@ class Runtime:
 
     async def _apply(self, triggers: Sequence[Trigger], *, wait: bool = True) -> list[Result]:
         return await self.applier.apply(triggers, wait=wait)
-
-    # ------------------------------------------------------------------ operator
-
-    async def cancel(
-        self, instance_id: uuid.UUID, *, reason: str = "", request_id: str | None = None
-    ) -> Instance:
-        """Cancel an active instance: its timers go, its history says who and why."""
-        return await operations.cancel(
-            self.applier, instance_id, reason=reason, request_id=request_id
-        )
-
-    async def retry(self, instance_id: uuid.UUID, *, request_id: str | None = None) -> Outcome:
-        """Re-activate a failed (or hurry a retrying) instance: re-apply the trigger that
-        failed it, then the events parked behind it (see :mod:`engine.retries`)."""
-        return await operations.retry(self.applier, instance_id, request_id=request_id)
 
     # ------------------------------------------------------------------ queries
 

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from engine import operations
 from engine.model import Event, InstanceStatus
 from engine.registry import Registry
 from engine.runtime import Runtime
@@ -132,7 +133,7 @@ async def test_an_operator_retry_forgets_the_event_id_of_its_instance_only(
     assert failed.status == "failed"
     assert (await runtime.get(failing.id)).status is InstanceStatus.FAILED
 
-    retried = await runtime.retry(failing.id)
+    retried = await operations.retry(runtime, failing.id)
     assert (retried.status, retried.to_state) == ("applied", "labelled")
     # The other instance's record of "L" survived the retry: still a duplicate there.
     assert (await runtime.send(event(ok.id, "counter.label", "L", **label))).status == "duplicate"

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from engine import operations
 from engine.errors import InstanceConflict
 from engine.model import Event, InstanceStatus
 from engine.registry import Registry
@@ -98,7 +99,7 @@ async def test_only_instances_that_ended_longer_ago_than_the_retention_lose_thei
     # Long ago (T0): one completed, one cancelled, one failed, one still active.
     old_completed = await closed(runtime, "old-done", ticks=4)
     old_cancelled = await ticked(runtime, "old-cancelled", ticks=2)
-    await runtime.cancel(old_cancelled, reason="customer changed their mind")
+    await operations.cancel(runtime, old_cancelled, reason="customer changed their mind")
     old_failed = await ticked(runtime, "old-failed", ticks=1)
     await mark_failed(db, old_failed)
     old_active = await ticked(runtime, "old-active", ticks=3)

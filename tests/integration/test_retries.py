@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from engine import operations
 from engine.model import InstanceStatus
 from engine.retries import RETRY_TIMER
 from engine.runtime import Runtime
@@ -109,7 +110,7 @@ async def test_after_the_last_attempt_the_instance_fails_and_an_operator_retry_r
     assert await retry_timers(db, started.id) == []
     # The parked tick still waits: an operator's retry applies the label, then the tick.
     flows.FAILURES["R-2"] = 0
-    retried = await runtime.retry(started.id)
+    retried = await operations.retry(runtime, started.id)
     assert (retried.status, retried.to_state) == ("applied", "labelled")
     recovered = await runtime.get(started.id)
     assert recovered.status is InstanceStatus.ACTIVE
@@ -126,7 +127,7 @@ async def test_cancelling_a_retrying_instance_refuses_what_was_parked(
     flows.FAILURES["R-3"] = 1
     await runtime.send(ev(started.id, "counter.slow_label", {"label": "x"}))
     await runtime.send(ev(started.id, "counter.tick", event_id="t-1"))
-    cancelled = await runtime.cancel(started.id, reason="customer asked")
+    cancelled = await operations.cancel(runtime, started.id, reason="customer asked")
     assert cancelled.status is InstanceStatus.CANCELLED
     assert await retry_timers(db, started.id) == []
     assert await rows(db, "select 1 from parked_events") == []
@@ -194,6 +195,6 @@ async def test_a_parked_event_delivered_again_after_the_instance_failed_still_wa
     assert (await runtime.get(started.id)).status is InstanceStatus.FAILED
     assert (await runtime.send(tick)).status == "parked"  # not refused: it still waits
     # Cancelling refuses it once, in the history, and never fails on the inbox.
-    await runtime.cancel(started.id)
+    await operations.cancel(runtime, started.id)
     refused = [h for h in await runtime.history(started.id) if h.event_id == "t-7"]
     assert [h.outcome for h in refused] == ["rejected"]

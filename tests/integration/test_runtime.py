@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from engine import operations
 from engine.errors import InstanceConflict, InvalidState, PayloadInvalid
 from engine.model import Event, InstanceStatus
 from engine.registry import Registry
@@ -274,19 +275,19 @@ async def test_an_action_that_keeps_failing_fails_the_instance_then_operator_ret
     assert refused.rejection is not None
     assert refused.rejection.reason == "inactive"
 
-    retried = await runtime.retry(failed.id)  # FAILURES is now 0: the action succeeds
+    retried = await operations.retry(runtime, failed.id)  # FAILURES is now 0: the action succeeds
     assert (retried.status, retried.to_state) == ("applied", "labelled")
     recovered = await runtime.get(failed.id)
     assert (recovered.status, recovered.data["label"]) == (InstanceStatus.ACTIVE, "late")
     with pytest.raises(InvalidState):
-        await runtime.retry(failed.id)
+        await operations.retry(runtime, failed.id)
 
 
 async def test_cancel_removes_timers_and_later_events_are_refused(
     runtime: Runtime, db: AsyncEngine
 ) -> None:
     started = await runtime.start("test.counter", "X-1", {"key": "X-1"})
-    cancelled = await runtime.cancel(started.instance.id, reason="customer asked")
+    cancelled = await operations.cancel(runtime, started.instance.id, reason="customer asked")
     assert cancelled.status is InstanceStatus.CANCELLED
     assert await rows(db, "select * from timers") == []
     outcome = await runtime.send(ev(started.instance.id, "counter.tick"))
