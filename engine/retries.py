@@ -38,7 +38,6 @@ from engine.store.writeset import HistoryRow, WriteSet, rejected_payload
 
 log = get_logger("conveyor.runtime")
 
-Trigger = InstanceTrigger
 
 RETRY_TIMER = f"{RESERVED_TIMER_PREFIX}retry"
 """The name of the timer that fires a retrying instance's next attempt."""
@@ -47,7 +46,7 @@ RETRY_TIMER = f"{RESERVED_TIMER_PREFIX}retry"
 
 
 def failure_record(
-    trigger: Trigger, failure: ActionFailed, attempts: int, now: datetime
+    trigger: InstanceTrigger, failure: ActionFailed, attempts: int, now: datetime
 ) -> dict[str, Any]:
     """What an instance's ``error`` holds about the trigger that failed: enough to apply
     it again (event type, payload, source, or the timer) and to explain it."""
@@ -71,7 +70,9 @@ def failure_record(
     }
 
 
-def trigger_of(error: Mapping[str, Any], instance_id: uuid.UUID, request_id: str | None) -> Trigger:
+def trigger_of(
+    error: Mapping[str, Any], instance_id: uuid.UUID, request_id: str | None
+) -> InstanceTrigger:
     """The trigger an instance's ``error`` describes, ready to be applied again."""
     timer = error.get("timer")
     if error.get("trigger") == "timer" and timer:
@@ -90,7 +91,7 @@ def trigger_of(error: Mapping[str, Any], instance_id: uuid.UUID, request_id: str
 
 
 async def schedule(
-    applier: Applier, trigger: Trigger, failure: ActionFailed, attempts: int
+    applier: Applier, trigger: InstanceTrigger, failure: ActionFailed, attempts: int
 ) -> Outcome:
     """After ``attempts`` failed attempts with more allowed: the instance waits as
     ``retrying`` and a timer fires the next attempt after the policy's backoff."""
@@ -123,7 +124,7 @@ async def _record_failure(
     applier: Applier,
     conn: asyncpg.Connection,
     instance: Instance,
-    trigger: Trigger,
+    trigger: InstanceTrigger,
     failure: ActionFailed,
     attempts: int,
 ) -> Outcome:
@@ -250,7 +251,7 @@ async def resume(
         await timers.restore(
             conn, failed.timer_id, instance.id, failed.name, failed.state, applier.clock()
         )
-    triggers: list[Trigger] = [failed, *parked]
+    triggers: list[InstanceTrigger] = [failed, *parked]
     results = await applier.apply_locked(conn, triggers, True)
     settled = [
         event.event_id

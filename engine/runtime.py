@@ -74,8 +74,6 @@ from engine.wire.topics import Topics
 
 log = get_logger("conveyor.runtime")
 
-Trigger = InstanceTrigger
-
 
 @dataclass(frozen=True, slots=True)
 class _PreparedStart:
@@ -121,7 +119,7 @@ class Runtime:
             self._start_batch, max_batch=200, concurrency=send_concurrency
         )
         # Concurrent send() calls share transactions (see engine.group_commit).
-        self._group: GroupCommit[Trigger, Result] = GroupCommit(
+        self._group: GroupCommit[InstanceTrigger, Result] = GroupCommit(
             self._apply_grouped, max_batch=200, concurrency=send_concurrency
         )
 
@@ -293,7 +291,7 @@ class Runtime:
                 )
         return [outcomes[f] for f in firings]
 
-    async def _apply_all(self, triggers: Sequence[Trigger]) -> list[Outcome]:
+    async def _apply_all(self, triggers: Sequence[InstanceTrigger]) -> list[Outcome]:
         """One transaction for the batch, then, in order, its failed and deferred triggers
         one by one (waiting for busy instances; retrying failed actions)."""
         results = await self._apply(triggers, wait=len(triggers) == 1)
@@ -310,7 +308,7 @@ class Runtime:
             )
         return outcomes
 
-    async def _retry_failed(self, trigger: Trigger, failure: ActionFailed) -> Outcome:
+    async def _retry_failed(self, trigger: InstanceTrigger, failure: ActionFailed) -> Outcome:
         """Retry a failed trigger at once while its policy's backoff is zero; then let the
         instance wait as ``retrying`` for a timer (nobody sleeps), or fail it after the
         last attempt (:mod:`engine.retries`)."""
@@ -327,11 +325,13 @@ class Runtime:
 
     # ------------------------------------------------------------------ the batch
 
-    async def _apply_grouped(self, triggers: Sequence[Trigger]) -> list[Result]:
+    async def _apply_grouped(self, triggers: Sequence[InstanceTrigger]) -> list[Result]:
         """A group-commit batch: busy instances are skipped (their callers retry alone)."""
         return await self.applier.apply(triggers, wait=len(triggers) == 1)
 
-    async def _apply(self, triggers: Sequence[Trigger], *, wait: bool = True) -> list[Result]:
+    async def _apply(
+        self, triggers: Sequence[InstanceTrigger], *, wait: bool = True
+    ) -> list[Result]:
         return await self.applier.apply(triggers, wait=wait)
 
     # ------------------------------------------------------------------ queries
