@@ -34,9 +34,9 @@ def _run(connection: Connection) -> None:
 
 async def _run_async() -> None:
     settings = Settings()
-    engine = create_engine(settings, pool_size=1)
+    db = create_engine(settings, pool_size=1)
     try:
-        async with engine.connect() as conn:
+        async with db.connect() as conn:
             if settings.database_schema:
                 await conn.execute(
                     text(f'create schema if not exists "{settings.database_schema}"')
@@ -46,7 +46,7 @@ async def _run_async() -> None:
             await conn.run_sync(_run)
             await conn.commit()
     finally:
-        await engine.dispose()
+        await db.dispose()
 
 
 if context.is_offline_mode():

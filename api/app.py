@@ -11,7 +11,6 @@ from collections.abc import Coroutine
 from typing import Any
 
 import orjson
-import sentry_sdk
 from sanic import Request, Sanic
 from sanic.config import Config
 from sanic.response import BaseHTTPResponse
@@ -134,6 +133,7 @@ def _on_response_logged(request: Request, response: BaseHTTPResponse) -> None:
 
 def _ignore_client_errors_in_sentry() -> None:
     """Sentry gets server errors only: a 404 or 409 the API answers on purpose is no bug."""
+    import sentry_sdk  # lazy: only with a DSN (sentry-sdk costs ~0.2 s to import)
 
     def drop_client_errors(event: Any, hint: dict[str, Any]) -> Any:
         exc_info = hint.get("exc_info") if hint else None

@@ -12,6 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+# ``:name`` (lower case), but not a ``::type`` cast, and nothing inside a string literal.
+_PARAMETER = re.compile(r"(?P<literal>'(?:[^']|'')*')|(?<![:\w]):(?P<name>[a-z_][a-z0-9_]*)")
+
 
 @dataclass(frozen=True, slots=True)
 class Statement:
@@ -26,16 +29,23 @@ class Statement:
         names: list[str] = []
 
         def number(match: re.Match[str]) -> str:
-            name = match.group(1)
+            if match.group("literal"):
+                return match.group("literal")  # a string literal is left as it is
+            name = match.group("name")
             if name not in names:
                 names.append(name)
             return f"${names.index(name) + 1}"
 
-        # ``:name`` but not a ``::type`` cast.
-        return cls(re.sub(r"(?<![:\w]):([a-z_][a-z0-9_]*)", number, text), tuple(names))
+        numbered = _PARAMETER.sub(number, text)
+        if "--" in text or "$$" in text:
+            raise ValueError("named statements take no comments or dollar quotes")
+        return cls(numbered, tuple(names))
 
     def args(self, values: Mapping[str, Any]) -> list[Any]:
-        """The positional arguments; a missing name raises KeyError naming it."""
+        """The positional arguments; every name, and only those, must be given."""
+        if len(values) != len(self.names):
+            unknown = sorted(set(values) - set(self.names))
+            raise KeyError(f"unknown parameters {unknown}; this statement takes {self.names}")
         return [values[name] for name in self.names]
 
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import pytest
 
 from engine.model import Event, Instance, InstanceStatus, InstanceTrigger, TimerFiring
 from engine.planning import Loaded, Plan, plan
@@ -166,9 +167,13 @@ async def test_a_refusal_keeps_only_a_bounded_payload() -> None:
 
 
 def test_statements_take_named_parameters_in_the_order_their_sql_numbers_them() -> None:
-    statement = Statement.named("select :b::int, :a, :b, x::text")
-    assert statement.sql == "select $1::int, $2, $1, x::text"
+    statement = Statement.named("select :b::int, :a, :b, x::text, 'a :c '' :d'")
+    assert statement.sql == "select $1::int, $2, $1, x::text, 'a :c '' :d'"
     assert statement.args({"a": 1, "b": 2}) == [2, 1]
+    with pytest.raises(KeyError):
+        statement.args({"a": 1, "b": 2, "typo": 3})
+    with pytest.raises(KeyError):
+        statement.args({"a": 1})
     assert set(APPLY.names) == {
         "now",
         "instances",
