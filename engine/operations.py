@@ -85,26 +85,21 @@ async def retry(
                 "retrying instances can be retried"
             )
         error = instance.error
-        writes = WriteSet(runtime.clock(), runtime.topics)
-        writes.status_change(
+        active = await retries.reactivate(
+            runtime.applier,
+            conn,
             instance,
-            status=InstanceStatus.ACTIVE.value,
-            error=None,
             event_id=f"retry:{instance_id}:{instance.revision + 1}",
             event_type="conveyor.retry",
             source="operator",
             payload={"event_id": error["event_id"]},
             outcome="retried",
-            reason=None,
             request_id=request_id,
-            to_state=instance.state,
         )
-        await writes.write(conn)
         # The failed trigger may now be applied again (to this instance: the inbox is
         # keyed by instance and event id); a pending automatic retry is superseded.
         await inbox.forget(conn, instance.id, error["event_id"])
         await timers.delete(conn, instance.id, retries.RETRY_TIMER)
-        fresh = instance_from_row(await conn.fetchrow(sql.GET_INSTANCE, instance.id))
         return await retries.resume(
-            runtime.applier, conn, fresh, error, attempts=0, request_id=request_id
+            runtime.applier, conn, active, error, attempts=0, request_id=request_id
         )

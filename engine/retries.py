@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -199,23 +200,55 @@ async def fire(applier: Applier, firing: TimerFiring) -> Outcome:
         error = instance.error
         if not live or instance.status is not InstanceStatus.RETRYING or not error:
             return Outcome(firing.event_id, "stale", instance.id)
-        writes = WriteSet(applier.clock(), applier.topics)
-        writes.status_change(
+        active = await reactivate(
+            applier,
+            conn,
             instance,
-            status=InstanceStatus.ACTIVE.value,
-            error=None,
             event_id=f"resume:{instance.id}:{instance.revision + 1}",
             event_type=RETRY_TIMER,
             source="timer",
             payload={"event_id": error["event_id"], "attempt": int(error["attempts"]) + 1},
             outcome="resumed",
-            reason=None,
-            request_id=None,
-            to_state=instance.state,
         )
-        await writes.write(conn)
-        fresh = instance_from_row(await conn.fetchrow(sql.GET_INSTANCE, instance.id))
-        return await resume(applier, conn, fresh, error, attempts=int(error["attempts"]))
+        return await resume(applier, conn, active, error, attempts=int(error["attempts"]))
+
+
+async def reactivate(
+    applier: Applier,
+    conn: asyncpg.Connection,
+    instance: Instance,
+    *,
+    event_id: str,
+    event_type: str,
+    source: str,
+    payload: Mapping[str, Any],
+    outcome: str,
+    request_id: str | None = None,
+) -> Instance:
+    """With the instance locked: make it active again, with a history entry and a
+    ``state_changed`` message saying why; return it as it now stands."""
+    writes = WriteSet(applier.clock(), applier.topics)
+    revision = writes.status_change(
+        instance,
+        status=InstanceStatus.ACTIVE.value,
+        error=None,
+        event_id=event_id,
+        event_type=event_type,
+        source=source,
+        payload=payload,
+        outcome=outcome,
+        reason=None,
+        request_id=request_id,
+        to_state=instance.state,
+    )
+    await writes.write(conn)
+    return replace(
+        instance,
+        status=InstanceStatus.ACTIVE,
+        error=None,
+        revision=revision,
+        updated_at=writes.now,
+    )
 
 
 async def resume(
@@ -318,6 +351,7 @@ async def refuse_parked(
 __all__ = [
     "RETRY_TIMER",
     "fire",
+    "reactivate",
     "refuse_parked",
     "resume",
     "schedule",

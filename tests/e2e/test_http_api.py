@@ -13,14 +13,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.settings import Settings
-from tests.e2e.http_support import Keys, make_keys, order_data, serve_in_process
+from tests.e2e.http_support import Keys, order_data, serve_in_process
 
 PROBLEM = "application/problem+json"
-
-
-@pytest.fixture
-async def keys(settings: Settings) -> Keys:
-    return await make_keys(settings)
 
 
 @pytest.fixture

@@ -14,22 +14,10 @@ import httpx
 import orjson
 import pytest
 
-from engine.settings import Settings
-from tests.e2e.http_support import Keys, make_keys, order_data, serve_in_process
+from tests.e2e.http_support import Keys, order_data
 
 PROBLEM = "application/problem+json"
 ORDERS = "/v1/workflows/order/instances"
-
-
-@pytest.fixture
-async def keys(settings: Settings) -> Keys:
-    return await make_keys(settings)
-
-
-@pytest.fixture
-async def base(settings: Settings) -> AsyncIterator[str]:
-    async with serve_in_process(settings) as url:
-        yield url
 
 
 @pytest.fixture

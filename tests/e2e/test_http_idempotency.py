@@ -15,21 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from api import idempotency
 from api.schemas import StartInstance
 from engine.auth import verify_api_key
-from engine.settings import Settings
-from tests.e2e.http_support import Keys, make_keys, order_data, serve_in_process
+from tests.e2e.http_support import Keys, order_data
 
 START = "/v1/workflows/order/instances"
-
-
-@pytest.fixture
-async def keys(settings: Settings) -> Keys:
-    return await make_keys(settings)
-
-
-@pytest.fixture
-async def base(settings: Settings) -> AsyncIterator[str]:
-    async with serve_in_process(settings) as url:
-        yield url
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from engine.settings import Settings
-from tests.e2e.http_support import Keys, make_keys, order_data, serve_process
+from tests.e2e.http_support import Keys, order_data, serve_process
 
 EXAMPLES_PER_OPERATION = 25
 TIME_LIMIT_SECONDS = 120.0
@@ -70,11 +70,6 @@ def _run(
     except Unsatisfiable:  # nothing to negate (an operation without parameters or body)
         assert mode is schemathesis.GenerationMode.NEGATIVE
     return calls
-
-
-@pytest.fixture
-async def keys(settings: Settings) -> Keys:
-    return await make_keys(settings)
 
 
 def test_every_answer_matches_the_openapi_document(settings: Settings, keys: Keys) -> None:

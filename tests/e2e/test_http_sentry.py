@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.settings import Settings
 from tests.conftest import wait_for
-from tests.e2e.http_support import Keys, make_keys, order_data, serve_process
+from tests.e2e.http_support import Keys, order_data, serve_process
 
 
 class EnvelopeSink(ThreadingHTTPServer):
@@ -59,11 +59,6 @@ def sentry_sink() -> Iterator[EnvelopeSink]:
     sink.shutdown()
     sink.server_close()
     thread.join(timeout=5)
-
-
-@pytest.fixture
-async def keys(settings: Settings) -> Keys:
-    return await make_keys(settings)
 
 
 async def test_unhandled_error_reaches_sentry_tagged_with_workflow_and_instance(

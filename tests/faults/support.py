@@ -27,6 +27,7 @@ from engine.messaging.clients import create_producer
 from engine.settings import Settings
 from tests.conftest import wait_for
 from tests.e2e.http_support import free_port, process_env
+from tests.e2e.test_worker_process import worker as worker_process
 from tests.integration.test_worker import ORDER_TO_DELIVERED, consume, order_events
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,19 +92,8 @@ def worker(settings: Settings, log: Path, *args: str, **extra_env: str) -> Itera
     """A worker process with a health endpoint; killed on the way out if still running."""
     port = free_port()
     env = worker_env(settings, CONVEYOR_WORKER_HEALTH_PORT=str(port), **extra_env)
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "worker", *args],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+    with worker_process(env, log, *args) as proc:
         yield Worker(proc, log, port)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 @contextmanager
