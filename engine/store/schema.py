@@ -101,6 +101,21 @@ instances = Table(
         "id",
         postgresql_where=text("status in ('completed', 'cancelled')"),
     ),
+    # Business-data filters (``data @> :fields``) (0006).
+    Index(
+        "instances_data",
+        "data",
+        postgresql_using="gin",
+        postgresql_ops={"data": "jsonb_path_ops"},
+    ),
+    # Time in state, SLA breaches and per-state counts (index-only with version, status).
+    Index(
+        "instances_state_age",
+        "workflow",
+        "state",
+        "state_entered_at",
+        postgresql_include=["version", "status"],
+    ),
 )
 
 # What happened to an instance, in order: one row per applied, rejected or failed trigger.
@@ -230,12 +245,101 @@ parked_events = Table(
     UniqueConstraint("instance_id", "event_id", name="parked_events_instance_event"),
 )
 
+# Messages the worker dead-lettered, kept with why and what an operator did about them.
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), nullable=False),
+    Column("topic", Text, nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("kafka_offset", BigInteger, nullable=False),
+    Column("key", LargeBinary, nullable=True),
+    Column("headers", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("value", LargeBinary, nullable=True),
+    Column("reason", Text, nullable=False),
+    Column("detail", Text, nullable=False),
+    # What the message was about, where the worker could tell (for filtering).
+    Column("event_id", Text, nullable=True),
+    Column("event_type", Text, nullable=True),
+    Column("workflow", Text, nullable=True),
+    Column("business_key", Text, nullable=True),
+    Column("instance_id", UUID(as_uuid=True), nullable=True),
+    Column("first_seen_at", _timestamp(), nullable=False, server_default=NOW),
+    Column("last_seen_at", _timestamp(), nullable=False, server_default=NOW),
+    Column("seen_count", Integer, nullable=False, server_default="1"),
+    Column("status", Text, nullable=False, server_default="pending"),
+    Column("resolved_at", _timestamp(), nullable=True),
+    # The request id of the operator's replay or discard.
+    Column("resolved_by", Text, nullable=True),
+    Column("resolution", JSONB, nullable=True),
+    PrimaryKeyConstraint("id", name="dead_letters_pkey"),
+    # A redelivered batch records its dead letters once.
+    UniqueConstraint("topic", "partition", "kafka_offset", name="dead_letters_source"),
+    CheckConstraint("status in ('pending', 'replayed', 'discarded')", name="dead_letters_status"),
+    Index("dead_letters_status", "status", "id"),
+    Index("dead_letters_reason", "reason", "id"),
+    Index("dead_letters_business_key", "workflow", "business_key"),
+    Index("dead_letters_first_seen", "first_seen_at"),
+)
+
+# Durable jobs (bulk actions; workflow migrations): what to do, and progress counters.
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", UUID(as_uuid=True), nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("spec", JSONB, nullable=False),
+    Column("status", Text, nullable=False, server_default="running"),
+    Column("total", Integer, nullable=False, server_default="0"),
+    Column("succeeded", Integer, nullable=False, server_default="0"),
+    Column("skipped", Integer, nullable=False, server_default="0"),
+    Column("failed", Integer, nullable=False, server_default="0"),
+    Column("request_id", Text, nullable=True),
+    Column("created_at", _timestamp(), nullable=False, server_default=NOW),
+    Column("updated_at", _timestamp(), nullable=False, server_default=NOW),
+    Column("finished_at", _timestamp(), nullable=True),
+    Column("error", JSONB, nullable=True),
+    PrimaryKeyConstraint("id", name="jobs_pkey"),
+    CheckConstraint(
+        "status in ('running', 'completed', 'failed', 'cancelled')", name="jobs_status"
+    ),
+    Index("jobs_created", "created_at", "id"),
+    Index("jobs_running", "created_at", postgresql_where=text("status = 'running'")),
+)
+
+# The instances a job targets, chosen when it was created; each applied at most once.
+job_items = Table(
+    "job_items",
+    metadata,
+    Column(
+        "job_id",
+        UUID(as_uuid=True),
+        ForeignKey("jobs.id", ondelete="CASCADE", name="job_items_job_id_fkey"),
+        nullable=False,
+    ),
+    Column("instance_id", UUID(as_uuid=True), nullable=False),
+    Column("status", Text, nullable=False, server_default="pending"),
+    Column("reason", Text, nullable=True),
+    Column("done_at", _timestamp(), nullable=True),
+    PrimaryKeyConstraint("job_id", "instance_id", name="job_items_pkey"),
+    CheckConstraint(
+        "status in ('pending', 'succeeded', 'skipped', 'failed')", name="job_items_status"
+    ),
+    Index(
+        "job_items_pending", "job_id", "instance_id", postgresql_where=text("status = 'pending'")
+    ),
+)
+
 __all__ = [
     "api_keys",
+    "dead_letters",
     "history",
     "idempotent_responses",
     "inbox",
     "instances",
+    "job_items",
+    "jobs",
     "metadata",
     "outbox",
     "parked_events",
