@@ -13,14 +13,15 @@ from sanic import Blueprint, HTTPResponse, Request
 
 from api.context import check_storable, json_response, metrics_of, runtime_of, timed
 from api.idempotency import HEADER as IDEMPOTENCY_HEADER
-from api.schemas import CancelInstance, HistoryQuery, InstanceQuery, SendEvent
+from api.schemas import CancelInstance, HistoryQuery, InstanceQuery, NoQuery, SendEvent
 from api.tracing import request_id_of, tag_request
-from api.validation import header_text, parse_body, parse_query, parse_uuid
-from engine import operations
+from api.validation import header_text, parse_body, parse_query, parse_uuid, prefixed_query
+from engine import data_filters, operations
 from engine.decide import Rejection
 from engine.errors import ConveyorError, InstanceNotFound, InvalidRequest
 from engine.model import Event, Outcome
-from engine.store import queries
+from engine.retries import RETRY_TIMER
+from engine.store import queries, timers
 from engine.store.queries import InstanceFilter
 
 bp = Blueprint("instances", url_prefix="/v1/instances")
@@ -71,9 +72,30 @@ class DuplicateRejected(ConveyorError):
 @bp.get("/", ctx_scope="read")
 async def list_instances(request: Request) -> HTTPResponse:
     """Instances matching the filters, newest first; ``next_cursor`` pages on."""
-    query = parse_query(request, InstanceQuery)
-    filters = InstanceFilter(
+    query, filters = instance_filter(request)
+    runtime = runtime_of(request)
+    page = await runtime.list_instances(filters, limit=query.limit, cursor=query.cursor)
+    return json_response(
+        {"items": [runtime.instance_json(i) for i in page.items], "next_cursor": page.next_cursor}
+    )
+
+
+def instance_filter(request: Request) -> tuple[InstanceQuery, InstanceFilter]:
+    """The instance filters of the query string (also what bulk actions select by): the
+    named parameters, and ``data.<field>=value`` filters on fields the workflow's data
+    schema declares (which need ``workflow``). 400 naming any unknown or bad parameter."""
+    query = parse_query(request, InstanceQuery, prefix=data_filters.PREFIX)
+    data_raw = prefixed_query(request, data_filters.PREFIX)
+    data = None
+    if data_raw:
+        if query.workflow is None:
+            names = ", ".join(sorted(data_raw))
+            raise InvalidRequest(f"invalid query parameters: {names} need workflow=<name>")
+        schema = runtime_of(request).registry.get(query.workflow, query.version).data_schema
+        data = data_filters.data_filter(schema, data_raw)
+    return query, InstanceFilter(
         workflow=query.workflow,
+        version=query.version,
         state=query.state,
         status=query.status,
         business_key_prefix=query.business_key_prefix,
@@ -81,18 +103,46 @@ async def list_instances(request: Request) -> HTTPResponse:
         created_before=_aware(query.created_before),
         updated_after=_aware(query.updated_after),
         updated_before=_aware(query.updated_before),
-    )
-    page = await runtime_of(request).list_instances(filters, limit=query.limit, cursor=query.cursor)
-    return json_response(
-        {"items": [i.to_json() for i in page.items], "next_cursor": page.next_cursor}
+        data=data,
+        in_state_longer_than=query.in_state_longer_than,
+        sla_breached=query.sla_breached,
     )
 
 
 @bp.get("/<instance_id:str>", ctx_scope="read")
 async def get_instance(request: Request, instance_id: str) -> HTTPResponse:
     """One instance: state, status, data, revision, timestamps, error if failed."""
-    instance = await runtime_of(request).get(parse_uuid(instance_id))
-    return json_response(instance.to_json())
+    parse_query(request, NoQuery)
+    runtime = runtime_of(request)
+    instance = await runtime.get(parse_uuid(instance_id))
+    return json_response(runtime.instance_json(instance))
+
+
+@bp.get("/<instance_id:str>/timers", ctx_scope="read")
+async def get_timers(request: Request, instance_id: str) -> HTTPResponse:
+    """The instance's pending timers, soonest first: the workflow's own and, while it is
+    retrying, ``conveyor.retry``."""
+    target = parse_uuid(instance_id)
+    parse_query(request, NoQuery)
+    runtime = runtime_of(request)
+    pending = await timers.pending(runtime.db, target)
+    if pending is None:
+        raise InstanceNotFound(f"no instance {target}")
+    now = runtime.clock()
+    return json_response(
+        {
+            "items": [
+                {
+                    "name": t.name,
+                    "state": t.state,
+                    "due_at": t.due_at.isoformat(),
+                    "overdue_seconds": max((now - t.due_at).total_seconds(), 0.0),
+                    "kind": "retry" if t.name == RETRY_TIMER else "timer",
+                }
+                for t in pending
+            ]
+        }
+    )
 
 
 @bp.post("/<instance_id:str>/events", ctx_scope="write")
@@ -142,7 +192,8 @@ async def send_event(request: Request, instance_id: str) -> HTTPResponse:
         outcome, original = await _first_delivery(request, target, outcome)
     status = 202 if outcome.status in ACCEPTED_NOT_APPLIED else 200
     return json_response(
-        {"outcome": _outcome_json(outcome, original), "instance": instance.to_json()}, status
+        {"outcome": _outcome_json(outcome, original), "instance": runtime.instance_json(instance)},
+        status,
     )
 
 
@@ -164,16 +215,30 @@ async def get_history(request: Request, instance_id: str) -> HTTPResponse:
 
 @bp.post("/<instance_id:str>/cancel", ctx_scope="admin")
 async def cancel_instance(request: Request, instance_id: str) -> HTTPResponse:
-    """Operator: cancel an active or failed instance (its timers go). Idempotent."""
+    """Operator: cancel an active, retrying or failed instance. The workflow's cancel route
+    runs where one applies (``mode: transition``, with its compensating actions); else only
+    the status changes (``mode: status``); ``already`` when it was cancelled. Idempotent."""
     target = parse_uuid(instance_id)
     body = parse_body(request, CancelInstance, optional=True)
     tag_request(request, instance=str(target))
+    runtime = runtime_of(request)
     async with timed(request, "cancel"), _workflow_tagged_on_failure(request, target):
-        instance = await operations.cancel(
-            runtime_of(request), target, reason=body.reason, request_id=request_id_of(request)
+        cancelled = await operations.cancel(
+            runtime,
+            target,
+            reason=body.reason,
+            request_id=request_id_of(request),
+            status_only=body.status_only,
         )
+    instance = cancelled.instance
     metrics_of(request).transitions.inc(instance.workflow, "cancelled")
-    return json_response(instance.to_json())
+    return json_response(
+        {
+            "mode": cancelled.mode,
+            "transition": cancelled.transition,
+            "instance": runtime.instance_json(instance),
+        }
+    )
 
 
 @bp.post("/<instance_id:str>/retry", ctx_scope="admin")
@@ -189,7 +254,8 @@ async def retry_instance(request: Request, instance_id: str) -> HTTPResponse:
     metrics_of(request).transitions.inc(instance.workflow, f"retry_{outcome.status}")
     status = 202 if outcome.status in ACCEPTED_NOT_APPLIED else 200
     return json_response(
-        {"outcome": _outcome_json(outcome, None), "instance": instance.to_json()}, status
+        {"outcome": _outcome_json(outcome, None), "instance": runtime.instance_json(instance)},
+        status,
     )
 
 

@@ -21,6 +21,8 @@ MODELS: tuple[type[BaseModel], ...] = (
     schemas.CancelInstance,
     schemas.InstanceOut,
     schemas.InstancePage,
+    schemas.CancelResult,
+    schemas.TimerList,
     schemas.HistoryPage,
     schemas.EventResult,
     schemas.WorkflowList,

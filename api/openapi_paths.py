@@ -214,6 +214,7 @@ def paths() -> dict[str, Any]:
                 {"200": _json("InstancePage", "Newest first"), **_problems()},
                 parameters=[
                     _query("workflow", TEXT, "Workflow name"),
+                    _query("version", {"type": "integer", "minimum": 1}, "Workflow version"),
                     _query("state", TEXT, "Current state"),
                     _query(
                         "status",
@@ -225,6 +226,16 @@ def paths() -> dict[str, Any]:
                     _query("created_before", TIME, "Created before"),
                     _query("updated_after", TIME, "Updated at or after"),
                     _query("updated_before", TIME, "Updated before"),
+                    _query(
+                        "in_state_longer_than",
+                        {"type": "string", "example": "PT2H"},
+                        "ISO 8601 duration: running instances in their state for longer",
+                    ),
+                    _query(
+                        "sla_breached",
+                        {"type": "boolean"},
+                        "Running instances past (true) or within (false) their state's SLA",
+                    ),
                     _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "Page size"),
                     _query(
                         "cursor",
@@ -298,12 +309,24 @@ def paths() -> dict[str, Any]:
                 "instances",
                 "admin",
                 {
-                    "200": _json("InstanceOut", "Cancelled (or already cancelled)"),
+                    "200": _json(
+                        "CancelResult", "Cancelled by its cancel route, by status, or before"
+                    ),
                     **_problems(404, 409, 415, 422),
                 },
                 parameters=[INSTANCE],
                 body=_body("CancelInstance", required=False),
                 operation_id="cancelInstance",
+            )
+        },
+        "/v1/instances/{instance_id}/timers": {
+            "get": _op(
+                "Pending timers of an instance",
+                "instances",
+                "read",
+                {"200": _json("TimerList", "Soonest first"), **_problems(404)},
+                parameters=[INSTANCE],
+                operation_id="getTimers",
             )
         },
         "/v1/instances/{instance_id}/retry": {

@@ -8,10 +8,18 @@ answer against.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    TypeAdapter,
+    ValidationError,
+)
 from pydantic_core import PydanticCustomError
 
 from engine.model import InstanceStatus
@@ -63,6 +71,33 @@ DigitsParam = Annotated[int, BeforeValidator(_digits)]
 """An integer query parameter written as digits only (no sign, spaces, "_" or decimals)."""
 
 
+_DURATION = re.compile(
+    r"P(?!$)(?:[0-9]+(?:\.[0-9]+)?W)?(?:[0-9]+(?:\.[0-9]+)?D)?"
+    r"(?:T(?=[0-9])(?:[0-9]+(?:\.[0-9]+)?H)?(?:[0-9]+(?:\.[0-9]+)?M)?(?:[0-9]+(?:\.[0-9]+)?S)?)?"
+)
+MAX_DURATION = timedelta(days=36500)
+
+
+def _duration(value: object) -> timedelta:
+    """An ISO 8601 duration (``PT30M``, ``PT2H``, ``P1D``, ``P1DT12H``, ``P2W``; no years or
+    months, whose length varies), positive and at most 100 years."""
+    if not isinstance(value, str) or not _DURATION.fullmatch(value.upper()):
+        raise PydanticCustomError(
+            "duration_format", "must be an ISO 8601 duration such as PT2H, P1D or P1DT12H"
+        )
+    try:
+        parsed = TypeAdapter(timedelta).validate_python(value.upper())
+    except ValidationError:
+        raise PydanticCustomError("duration_format", "must be a valid ISO 8601 duration") from None
+    if not timedelta(0) < parsed <= MAX_DURATION:
+        raise PydanticCustomError("duration_range", "must be positive and at most 100 years")
+    return parsed
+
+
+DurationParam = Annotated[timedelta, PlainValidator(_duration)]
+"""A duration query parameter: ISO 8601, positive."""
+
+
 class RequestBody(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
@@ -102,17 +137,27 @@ class CancelInstance(RequestBody):
     reason: str = Field(
         "", max_length=1000, pattern=NO_NUL, description="Why; recorded in the history."
     )
+    status_only: bool = Field(
+        False,
+        description="Skip the workflow's cancel route (its compensating actions): only set "
+        "the status to cancelled.",
+    )
 
 
 class InstanceQuery(BaseModel):
     """Query parameters of ``GET /v1/instances``."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
     workflow: str | None = Field(None, min_length=1, max_length=200, pattern=NO_NUL)
+    version: int | None = Field(None, ge=1, le=2**31 - 1)
     state: str | None = Field(None, min_length=1, max_length=200, pattern=NO_NUL)
     status: InstanceStatus | None = None
     business_key_prefix: str | None = Field(None, min_length=1, max_length=200, pattern=NO_NUL)
+    in_state_longer_than: DurationParam | None = Field(
+        None, description="ISO 8601 duration, e.g. PT2H or P1D: running instances only."
+    )
+    sla_breached: bool | None = None
     created_after: DateTimeParam | None = None
     created_before: DateTimeParam | None = None
     updated_after: DateTimeParam | None = None
@@ -121,8 +166,14 @@ class InstanceQuery(BaseModel):
     cursor: str | None = Field(None, min_length=1, max_length=500, pattern=NO_NUL)
 
 
+class NoQuery(BaseModel):
+    """A route that takes no query parameters: any is a 400."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class HistoryQuery(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
     cursor: DigitsParam = Field(
         0,
@@ -135,7 +186,7 @@ class HistoryQuery(BaseModel):
 
 
 class VersionQuery(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
     version: int | None = Field(None, ge=1, le=2**31 - 1)
 
@@ -155,7 +206,33 @@ class InstanceOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     state_entered_at: datetime
+    sla_due_at: datetime | None = Field(
+        description="When the instance should leave its state by (its state's SLA), if any."
+    )
+    sla_breached: bool = Field(description="Still in its state past sla_due_at.")
     error: dict[str, Any] | None
+
+
+class CancelResult(BaseModel):
+    mode: Literal["transition", "status", "already"] = Field(
+        description="transition: the workflow's cancel route ran (with its compensating "
+        "actions); status: no route applied, only the status changed; already: it was "
+        "cancelled before."
+    )
+    transition: str | None = Field(description="The cancel route taken (mode transition).")
+    instance: InstanceOut
+
+
+class TimerOut(BaseModel):
+    name: str
+    state: str
+    due_at: datetime
+    overdue_seconds: float = Field(description="How long past due_at it is (0 if not due).")
+    kind: Literal["timer", "retry"]
+
+
+class TimerList(BaseModel):
+    items: list[TimerOut]
 
 
 class InstancePage(BaseModel):
@@ -250,3 +327,108 @@ class WorkflowDetail(BaseModel):
     events: dict[str, dict[str, Any]]
     data_schema: dict[str, Any]
     timers: list[dict[str, Any]]
+
+
+# ---------------------------------------------------------------- dead letters
+
+DeadLetterStatusParam = Literal["pending", "replayed", "discarded"]
+
+
+class DeadLetterQuery(BaseModel):
+    """Query parameters of ``GET /v1/dead-letters``; unknown ones are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(None, min_length=1, max_length=200, pattern=NO_NUL)
+    topic: str | None = Field(None, min_length=1, max_length=300, pattern=NO_NUL)
+    workflow: str | None = Field(None, min_length=1, max_length=200, pattern=NO_NUL)
+    business_key: str | None = Field(None, min_length=1, max_length=200, pattern=NO_NUL)
+    status: DeadLetterStatusParam | None = None
+    since: DateTimeParam | None = None
+    until: DateTimeParam | None = None
+    limit: int = Field(50, ge=1, le=500)
+    cursor: DigitsParam | None = Field(
+        None,
+        ge=1,
+        le=2**63 - 1,
+        description="The previous page's next_cursor (the last id it showed).",
+    )
+
+
+class ReplayDeadLetter(RequestBody):
+    """How to replay a dead letter: as stored (an empty body), with a whole corrected
+    CloudEvent (``value``), or with only its ``data`` corrected; with the same CloudEvent
+    id unless ``new_id``."""
+
+    value: dict[str, Any] | None = Field(
+        None,
+        description="A corrected CloudEvent (structured mode: specversion, id, source, type, "
+        "subject, data, ...), replacing the stored message.",
+    )
+    data: dict[str, Any] | None = Field(
+        None, description="The corrected data of the stored CloudEvent (its other attributes stay)."
+    )
+    new_id: bool = Field(False, description="Replay under a new CloudEvent id.")
+
+    @model_validator(mode="after")
+    def _one_correction(self) -> ReplayDeadLetter:
+        if self.value is not None and self.data is not None:
+            raise ValueError("give value or data, not both")
+        return self
+
+
+class DiscardDeadLetter(RequestBody):
+    reason: str = Field("", max_length=1000, pattern=NO_NUL, description="Why; kept with it.")
+
+
+HeaderPart = str | dict[str, str]
+
+
+class DeadLetterSummaryOut(BaseModel):
+    id: int
+    topic: str
+    partition: int
+    offset: int
+    reason: str
+    detail: str
+    event_id: str | None
+    event_type: str | None
+    workflow: str | None
+    business_key: str | None
+    instance_id: str | None = Field(json_schema_extra={"format": "uuid"})
+    first_seen_at: datetime
+    last_seen_at: datetime
+    seen_count: int
+    status: DeadLetterStatusParam
+    resolved_at: datetime | None
+
+
+class DeadLetterOut(DeadLetterSummaryOut):
+    """A dead letter with its message and what happened to it."""
+
+    key: str | None
+    key_encoding: Literal["utf-8", "base64"] | None
+    headers: list[list[HeaderPart]] = Field(
+        description='[name, value] pairs; a part is text, or {"base64": ...} when its bytes '
+        "are not UTF-8 (or hold NUL)."
+    )
+    value: str | None
+    value_encoding: Literal["utf-8", "base64"] | None
+    resolved_by: str | None = Field(description="The request id of the replay or discard.")
+    resolution: dict[str, Any] | None = Field(
+        description="What the replay did (status, instance_id, from_state, to_state, "
+        "outcomes) or why it was discarded; failed replays in attempts."
+    )
+
+
+class DeadLetterPage(BaseModel):
+    items: list[DeadLetterSummaryOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
+
+
+DEAD_LETTER_MODELS: tuple[type[BaseModel], ...] = (
+    ReplayDeadLetter,
+    DiscardDeadLetter,
+    DeadLetterOut,
+    DeadLetterPage,
+)

@@ -85,16 +85,28 @@ def _json_problem(message: str) -> str:
     return f"the request body is not valid JSON: {reason}"
 
 
-def parse_query(request: Request, model: type[M]) -> M:
-    """Query parameters as ``model`` (last value wins); 400 naming each bad parameter."""
+def parse_query(request: Request, model: type[M], *, prefix: str | None = None) -> M:
+    """Query parameters as ``model`` (last value wins); 400 naming each bad parameter, and
+    each unknown one (models forbid extra fields). Parameters starting with ``prefix`` are
+    left out, for the caller (see :func:`prefixed_query`)."""
     args = request.get_args(keep_blank_values=True)  # "?limit=" is invalid, not absent
-    values: dict[str, Any] = {name: args.getlist(name)[-1] for name in args}
+    values: dict[str, Any] = {
+        name: args.getlist(name)[-1]
+        for name in args
+        if prefix is None or not name.startswith(prefix)
+    }
     try:
         return model.model_validate(values)
     except ValidationError as exc:
         errors = field_errors(exc)
         detail = "; ".join(f"{e.path}: {e.message}" for e in errors)
         raise BadQuery(f"invalid query parameters: {detail}", errors) from None
+
+
+def prefixed_query(request: Request, prefix: str) -> dict[str, str]:
+    """The query parameters whose names start with ``prefix`` (last value wins)."""
+    args = request.get_args(keep_blank_values=True)
+    return {name: args.getlist(name)[-1] for name in args if name.startswith(prefix)}
 
 
 def path_segment(raw: str, what: str) -> str:

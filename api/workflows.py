@@ -107,7 +107,9 @@ async def start_instance(request: Request, name: str) -> HTTPResponse:
     instance = result.instance
     tag_request(request, instance=str(instance.id))
     metrics_of(request).transitions.inc(name, "started" if result.created else "duplicate")
-    response = idempotency.StoredResponse(201, orjson.dumps(instance.to_json()))
+    response = idempotency.StoredResponse(
+        201, orjson.dumps(runtime_of(request).instance_json(instance))
+    )
     if held is None:
         return _replay(response, replayed=not result.created, instance_id=str(instance.id))
     stored = await idempotency.complete(request.app.ctx.db, held, response)
@@ -159,7 +161,7 @@ async def find_instance(request: Request, name: str, business_key: str) -> HTTPR
         raise InstanceNotFound(f"no {name} instance with business key {business_key!r}")
     instance = await runtime.find(name, business_key)
     tag_request(request, workflow=name, instance=str(instance.id))
-    return json_response(instance.to_json())
+    return json_response(runtime.instance_json(instance))
 
 
 def idempotency_key(request: Request) -> str | None:

@@ -332,6 +332,7 @@ def _decision(
         finished=route.finished,
         transition=transition.name,
         retry=transition.retry,
+        cancelled=route.cancels,
     )
 
 

@@ -96,6 +96,14 @@ class Decision:
     finished: bool
     transition: str
     retry: RetryPolicy
+    cancelled: bool = False  # finished in a cancelled state: the instance ends ``cancelled``
+
+    @property
+    def final_status(self) -> str:
+        """The instance's status after this decision."""
+        if not self.finished:
+            return "active"
+        return "cancelled" if self.cancelled else "completed"
 
 
 @dataclass(frozen=True, slots=True)

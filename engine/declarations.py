@@ -157,7 +157,16 @@ DEFAULT_RETRY = RetryPolicy()
 class State:
     """A state in a workflow class body; its name is the attribute name."""
 
-    __slots__ = ("description", "final", "initial", "name", "on_enter", "on_exit")
+    __slots__ = (
+        "cancelled",
+        "description",
+        "final",
+        "initial",
+        "name",
+        "on_enter",
+        "on_exit",
+        "sla",
+    )
 
     def __init__(
         self,
@@ -165,12 +174,21 @@ class State:
         *,
         initial: bool = False,
         final: bool = False,
+        cancelled: bool = False,
+        sla: timedelta | None = None,
         on_enter: Sequence[Action] = (),
         on_exit: Sequence[Action] = (),
     ) -> None:
+        """``final``: the workflow ends here, and the instance is ``completed``.
+        ``cancelled``: a final state whose instances are ``cancelled`` (not ``completed``),
+        so that ``?status=cancelled`` finds every cancelled instance, however it ended.
+        ``sla``: how long an instance should stay here at most; past it, the instance is
+        reported as breaching its SLA (``sla_breached``, ``/v1/stats``, metrics)."""
         self.description = description
         self.initial = initial
-        self.final = final
+        self.final = final or cancelled
+        self.cancelled = cancelled
+        self.sla = sla
         self.on_enter = tuple(on_enter)
         self.on_exit = tuple(on_exit)
         self.name = ""
@@ -196,6 +214,19 @@ def on(event: str, *sources: State) -> EventRoute:
     if not sources:
         raise DefinitionError(f"on({event!r}): name at least one source state, or use on_any")
     return EventRoute(event, sources)
+
+
+CANCEL_EVENT = "conveyor.cancel"
+"""The event an operator's cancel sends (``POST /v1/instances/{id}/cancel``); its payload
+is ``{"reason": str}``. Routes for it are declared with :func:`on_cancel`."""
+
+
+def on_cancel(*sources: State) -> EventRoute:
+    """What an operator's cancel does in ``sources`` (every non-final state when none are
+    named): a transition to a final state whose action compensates, e.g. refunds a paid
+    order. Where no such route applies, the cancel only sets the status to ``cancelled``.
+    """
+    return EventRoute(CANCEL_EVENT, sources or None)
 
 
 def on_any(event: str) -> EventRoute:

@@ -34,6 +34,7 @@ from typing import Any, ClassVar, Generic
 from pydantic import BaseModel
 
 from engine.declarations import (
+    CANCEL_EVENT,
     DEFAULT_RETRY,
     Action,
     ActionContext,
@@ -53,10 +54,12 @@ from engine.declarations import (
     Transitions,
     on,
     on_any,
+    on_cancel,
 )
 from engine.spec import WorkflowSpec, compile_workflow
 
 __all__ = [
+    "CANCEL_EVENT",
     "DEFAULT_RETRY",
     "Action",
     "ActionContext",
@@ -77,6 +80,7 @@ __all__ = [
     "Workflow",
     "on",
     "on_any",
+    "on_cancel",
 ]
 
 

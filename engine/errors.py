@@ -76,6 +76,13 @@ class InvalidState(ConveyorError):
     title = "Operation not allowed in this status"
 
 
+class CancelFailed(ConveyorError):
+    """The workflow's cancel route raised: the instance was not cancelled."""
+
+    status_code = 409
+    title = "Cancel route failed"
+
+
 class PayloadInvalid(ConveyorError):
     """Data or an event payload failed its schema; ``errors`` names each field."""
 

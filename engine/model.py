@@ -37,7 +37,11 @@ class Instance:
     state_entered_at: datetime
     error: Mapping[str, Any] | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(
+        self, sla_due_at: datetime | None = None, sla_breached: bool = False
+    ) -> dict[str, Any]:
+        """As the API shows it; the SLA fields come from the definition
+        (:mod:`engine.slas`)."""
         return {
             "id": str(self.id),
             "workflow": self.workflow,
@@ -50,6 +54,8 @@ class Instance:
             "created_at": self.created_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
             "state_entered_at": self.state_entered_at.isoformat(),
+            "sla_due_at": None if sla_due_at is None else sla_due_at.isoformat(),
+            "sla_breached": sla_breached,
             "error": self.error,
         }
 

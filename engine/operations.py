@@ -1,4 +1,4 @@
-"""Operator actions: cancel and retry.
+"""Operator actions: cancel (the workflow's business cancel where it declares one) and retry.
 
 Functions over a :class:`~engine.runtime.Runtime`: operator actions sit above the
 runtime (the HTTP API calls them with its runtime) and use only its public surface. Each is
@@ -10,10 +10,15 @@ its history and on the ``state_changed`` topic. (Failing and retrying after a fa
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from typing import Literal
+
+import asyncpg
 
 from engine import retries
-from engine.errors import InstanceNotFound, InvalidState
-from engine.model import Instance, InstanceStatus, Outcome
+from engine.declarations import CANCEL_EVENT
+from engine.errors import CancelFailed, InstanceNotFound, InvalidState
+from engine.model import Event, Instance, InstanceStatus, Outcome
 from engine.runtime import Runtime
 from engine.store import inbox, timers
 from engine.store import statements as sql
@@ -26,80 +31,191 @@ CANCELLED_WHILE_PARKED = (
 )
 
 
+CancelMode = Literal["transition", "status", "already"]
+
+
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    """What an operator's cancel did: ``transition`` (the workflow's cancel route ran, with
+    its actions), ``status`` (no route applied: only the status changed) or ``already``
+    (it was cancelled before; nothing changed)."""
+
+    instance: Instance
+    mode: CancelMode
+    transition: str | None = None
+
+
 async def cancel(
-    runtime: Runtime, instance_id: uuid.UUID, *, reason: str = "", request_id: str | None = None
-) -> Instance:
-    """Cancel an active, retrying or failed instance: its timers go, events parked behind
-    a retry are refused, its history says who and why."""
+    runtime: Runtime,
+    instance_id: uuid.UUID,
+    *,
+    reason: str = "",
+    request_id: str | None = None,
+    status_only: bool = False,
+) -> Cancelled:
+    """Cancel an active, retrying or failed instance, in one transaction: see
+    :func:`cancel_locked`."""
     async with driver_transaction(runtime.db) as conn:
         rows = await conn.fetch(sql.LOCK_INSTANCES, [instance_id])
         if not rows:
             raise InstanceNotFound(f"no instance {instance_id}")
-        instance = instance_from_row(rows[0])
-        if instance.status is InstanceStatus.CANCELLED:
-            return instance
-        if instance.status is InstanceStatus.COMPLETED:
-            raise InvalidState(
-                f"instance {instance_id} is completed in state '{instance.state}'; "
-                "it cannot be cancelled"
-            )
-        writes = WriteSet(runtime.clock(), runtime.topics)
-        revision = writes.status_change(
-            instance,
-            status=InstanceStatus.CANCELLED.value,
-            error=instance.error,
-            event_id=f"cancel:{instance_id}:{instance.revision + 1}",
-            event_type="conveyor.cancel",
-            source="operator",
-            payload={"reason": reason},
-            outcome="cancelled",
-            reason=reason or None,
+        return await cancel_locked(
+            runtime,
+            conn,
+            instance_from_row(rows[0]),
+            reason=reason,
             request_id=request_id,
-            to_state=instance.state,
+            status_only=status_only,
         )
-        await retries.refuse_parked(conn, writes, instance, revision, CANCELLED_WHILE_PARKED)
-        await writes.write(conn)
-        await timers.delete(conn, instance.id)
+
+
+async def cancel_locked(
+    runtime: Runtime,
+    conn: asyncpg.Connection,
+    instance: Instance,
+    *,
+    reason: str = "",
+    request_id: str | None = None,
+    status_only: bool = False,
+) -> Cancelled:
+    """Cancel ``instance``, locked by the caller's transaction on ``conn``.
+
+    The business cancel first: where the workflow declares an ``on_cancel`` route from the
+    instance's state, it runs as the event ``conveyor.cancel`` (guards, actions such as a
+    refund command, hooks, timers) and the instance ends in the route's final state, with
+    the status that state gives (``cancelled`` for a ``State(cancelled=True)``). A failed or
+    retrying instance takes the route too. Only where no route applies (or with
+    ``status_only``) does the status alone become ``cancelled``, in the state it was in.
+    Either way its timers go, events parked behind a retry are refused, and its history
+    says who and why. A route whose action raises cancels nothing (:class:`CancelFailed`).
+    """
+    if instance.status is InstanceStatus.CANCELLED:
+        return Cancelled(instance, "already")
+    if instance.status is InstanceStatus.COMPLETED:
+        raise InvalidState(
+            f"instance {instance.id} is completed in state '{instance.state}'; "
+            "it cannot be cancelled"
+        )
+    event_id = f"cancel:{instance.id}:{instance.revision + 1}"
+    spec = runtime.registry.get(instance.workflow, instance.version).spec
+    if not status_only and (instance.state, CANCEL_EVENT) in spec.routes:
+        cancelled = await _cancel_route(runtime, conn, instance, event_id, reason, request_id)
+        if cancelled is not None:
+            return cancelled
+    writes = WriteSet(runtime.clock(), runtime.topics)
+    revision = writes.status_change(
+        instance,
+        status=InstanceStatus.CANCELLED.value,
+        error=instance.error,
+        event_id=event_id,
+        event_type=CANCEL_EVENT,
+        source="operator",
+        payload={"reason": reason},
+        outcome="cancelled",
+        reason=reason or None,
+        request_id=request_id,
+        to_state=instance.state,
+    )
+    await retries.refuse_parked(conn, writes, instance, revision, CANCELLED_WHILE_PARKED)
+    await writes.write(conn)
+    await timers.delete(conn, instance.id)
+    row = await conn.fetchrow(sql.GET_INSTANCE, instance.id)
+    return Cancelled(instance_from_row(row), "status")
+
+
+async def _cancel_route(
+    runtime: Runtime,
+    conn: asyncpg.Connection,
+    instance: Instance,
+    event_id: str,
+    reason: str,
+    request_id: str | None,
+) -> Cancelled | None:
+    """Run the workflow's cancel route; None when its guards refuse (no route applies)."""
+    if instance.status is not InstanceStatus.ACTIVE:
+        # The operator overrides the failure or the pending retry: the route runs from the
+        # state the instance is in, in this transaction (rolled back with it).
+        await conn.execute(sql.SET_ACTIVE, instance.id)
+    event = Event(
+        CANCEL_EVENT,
+        event_id,
+        {"reason": reason},
+        instance_id=instance.id,
+        source="operator",
+        request_id=request_id,
+    )
+    (result,) = await runtime.applier.apply_locked(conn, [event])
+    outcome = result.outcome
+    if result.failure is not None or outcome.status == "failed":
+        raise CancelFailed(
+            f"the cancel route of {instance.workflow} v{instance.version} in state "
+            f"'{instance.state}' failed ({outcome.error or result.failure}); nothing was "
+            "changed. Fix the workflow, or cancel with status_only to set the status alone"
+        )
+    if outcome.status != "applied":
+        if instance.status is not InstanceStatus.ACTIVE:
+            await conn.execute(sql.SET_STATUS, instance.id, instance.status.value)
+        return None
+    after = outcome.instance
+    if after is None:
         row = await conn.fetchrow(sql.GET_INSTANCE, instance.id)
-    return instance_from_row(row)
+        after = instance_from_row(row)
+    writes = WriteSet(runtime.clock(), runtime.topics)
+    await retries.refuse_parked(conn, writes, after, after.revision, CANCELLED_WHILE_PARKED)
+    await writes.write(conn)
+    await timers.delete(conn, instance.id)
+    routes = runtime.registry.get(instance.workflow, instance.version).spec.routes
+    taken = [r for r in routes[(instance.state, CANCEL_EVENT)] if r.to_state == after.state]
+    return Cancelled(after, "transition", taken[0].transition.name if taken else None)
 
 
 async def retry(
     runtime: Runtime, instance_id: uuid.UUID, *, request_id: str | None = None
 ) -> Outcome:
-    """Re-activate a failed instance (or hurry a retrying one) and re-apply the trigger
-    that failed it, then the events parked behind it, in one transaction.
-
-    The attempts start again from one under the transition's retry policy: a failure now
-    answers ``retrying`` (or ``failed`` when the policy allows a single attempt).
-    """
+    """Re-activate a failed instance (or hurry a retrying one): see :func:`retry_locked`."""
     async with driver_transaction(runtime.db) as conn:
         rows = await conn.fetch(sql.LOCK_INSTANCES, [instance_id])
         if not rows:
             raise InstanceNotFound(f"no instance {instance_id}")
-        instance = instance_from_row(rows[0])
-        retryable = (InstanceStatus.FAILED, InstanceStatus.RETRYING)
-        if instance.status not in retryable or instance.error is None:
-            raise InvalidState(
-                f"instance {instance_id} is {instance.status.value}; only failed or "
-                "retrying instances can be retried"
-            )
-        error = instance.error
-        active = await retries.reactivate(
-            runtime.applier,
-            conn,
-            instance,
-            event_id=f"retry:{instance_id}:{instance.revision + 1}",
-            event_type="conveyor.retry",
-            source="operator",
-            payload={"event_id": error["event_id"]},
-            outcome="retried",
-            request_id=request_id,
+        return await retry_locked(runtime, conn, instance_from_row(rows[0]), request_id=request_id)
+
+
+async def retry_locked(
+    runtime: Runtime,
+    conn: asyncpg.Connection,
+    instance: Instance,
+    *,
+    request_id: str | None = None,
+) -> Outcome:
+    """Re-activate ``instance`` (failed or retrying; locked by the caller's transaction on
+    ``conn``) and re-apply the trigger that failed it, then the events parked behind it.
+
+    The attempts start again from one under the transition's retry policy: a failure now
+    answers ``retrying`` (or ``failed`` when the policy allows a single attempt).
+    """
+    instance_id = instance.id
+    retryable = (InstanceStatus.FAILED, InstanceStatus.RETRYING)
+    if instance.status not in retryable or instance.error is None:
+        raise InvalidState(
+            f"instance {instance_id} is {instance.status.value}; only failed or "
+            "retrying instances can be retried"
         )
-        # The failed trigger may now be applied again (to this instance: the inbox is
-        # keyed by instance and event id); a pending automatic retry is superseded.
-        await inbox.forget(conn, instance.id, error["event_id"])
-        await timers.delete(conn, instance.id, retries.RETRY_TIMER)
-        return await retries.resume(
-            runtime.applier, conn, active, error, attempts=0, request_id=request_id
-        )
+    error = instance.error
+    active = await retries.reactivate(
+        runtime.applier,
+        conn,
+        instance,
+        event_id=f"retry:{instance_id}:{instance.revision + 1}",
+        event_type="conveyor.retry",
+        source="operator",
+        payload={"event_id": error["event_id"]},
+        outcome="retried",
+        request_id=request_id,
+    )
+    # The failed trigger may now be applied again (to this instance: the inbox is
+    # keyed by instance and event id); a pending automatic retry is superseded.
+    await inbox.forget(conn, instance.id, error["event_id"])
+    await timers.delete(conn, instance.id, retries.RETRY_TIMER)
+    return await retries.resume(
+        runtime.applier, conn, active, error, attempts=0, request_id=request_id
+    )

@@ -208,7 +208,7 @@ async def _decide_one(
     if decision.from_state != decision.to_state or decision.timers_to_cancel:
         current.entered = now
     if decision.finished:
-        current.status = InstanceStatus.COMPLETED
+        current.status = InstanceStatus(decision.final_status)
     return Outcome(
         event_id,
         "applied",
@@ -234,7 +234,7 @@ def record_decision(
     """Queue what an accepted decision writes: history, inbox, timers, outbound messages
     and, when the state or status changed, the ``state_changed`` message."""
     event_id = decision.history.event_id
-    status = (InstanceStatus.COMPLETED if decision.finished else InstanceStatus.ACTIVE).value
+    status = decision.final_status
     writes.history(
         HistoryRow(
             instance.id,

@@ -65,6 +65,7 @@ from engine.model import (
 from engine.observability import get_logger
 from engine.planning import Result
 from engine.registry import Registry
+from engine.slas import sla_breached, sla_due_at, state_slas
 from engine.store import queries
 from engine.store import statements as sql
 from engine.store.database import driver_connection
@@ -360,7 +361,20 @@ class Runtime:
         self, filters: InstanceFilter, *, limit: int = 50, cursor: str | None = None
     ) -> Page:
         """Instances matching ``filters``, newest first, by keyset pagination."""
-        return await queries.list_instances(self.db, filters, limit=limit, cursor=cursor)
+        return await queries.list_instances(
+            self.db,
+            filters,
+            now=self.clock(),
+            slas=tuple(state_slas(self.registry, filters.workflow)),
+            limit=limit,
+            cursor=cursor,
+        )
+
+    def instance_json(self, instance: Instance) -> dict[str, Any]:
+        """``instance`` as the API shows it, with its SLA deadline and whether it is late
+        (now, by this runtime's clock)."""
+        due = sla_due_at(self.registry, instance)
+        return instance.to_json(due, sla_breached(due, self.clock()))
 
 
 def _record_start(writes: WriteSet, instance: Instance, start: _PreparedStart) -> None:

@@ -15,7 +15,15 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from engine.declarations import Action, EmptyPayload, Guard, RetryPolicy, State, Transitions
+from engine.declarations import (
+    CANCEL_EVENT,
+    Action,
+    EmptyPayload,
+    Guard,
+    RetryPolicy,
+    State,
+    Transitions,
+)
 from engine.errors import DefinitionError
 
 RESERVED_TIMER_PREFIX = "conveyor."
@@ -36,6 +44,8 @@ class StateSpec:
     initial: bool
     final: bool
     description: str
+    cancelled: bool  # a final state whose instances end ``cancelled``
+    sla: timedelta | None
     on_enter: tuple[Action, ...]
     on_exit: tuple[Action, ...]
     timers: tuple[TimerSpec, ...]
@@ -72,6 +82,7 @@ class Route:
     timers_to_cancel: tuple[str, ...]
     timers_to_set: tuple[TimerSpec, ...]
     finished: bool
+    cancels: bool  # the target is a cancelled state: the instance ends ``cancelled``
     needs_context: bool  # a guard, action or hook runs, so the data model is built
 
 
@@ -86,6 +97,7 @@ class WorkflowSpec:
     states: Mapping[str, StateSpec]
     initial: str
     finals: frozenset[str]
+    slas: Mapping[str, timedelta]  # state -> its SLA, for the states that declare one
     transitions: tuple[TransitionSpec, ...]
     payload_schemas: Mapping[str, type[BaseModel]]
     validated_events: frozenset[str]  # events whose payload must be validated up front
@@ -152,6 +164,11 @@ def compile_workflow(cls: type) -> WorkflowSpec:
     for state_name, state in states.items():
         if state.initial and state.final:
             raise fail("the initial state cannot be final", state_name)
+        if state.sla is not None:
+            if not isinstance(state.sla, timedelta) or state.sla <= timedelta(0):
+                raise fail("sla must be a positive timedelta", state_name)
+            if state.final:
+                raise fail("a final state cannot have an SLA: instances never leave it", state_name)
     finals = frozenset(n for n, s in states.items() if s.final)
     non_finals = tuple(n for n in states if n not in finals)
 
@@ -199,6 +216,11 @@ def compile_workflow(cls: type) -> WorkflowSpec:
                 else tuple(resolve(s, "leaves", called) for s in item.sources)
             )
             target = None if item.target is None else resolve(item.target, "targets", called)
+            if item.event == CANCEL_EVENT and (target is None or target not in finals):
+                raise fail(
+                    f"{called} is an operator cancel (on_cancel): it must move to a final "
+                    "state (e.g. State(cancelled=True)), not stay or move on"
+                )
             timer = item.timer
             if timer is not None and sources[0] in finals:
                 raise fail(
@@ -247,6 +269,8 @@ def compile_workflow(cls: type) -> WorkflowSpec:
             initial=s.initial,
             final=s.final,
             description=s.description,
+            cancelled=s.cancelled,
+            sla=s.sla,
             on_enter=s.on_enter,
             on_exit=s.on_exit,
             timers=tuple(timers[n]),
@@ -331,6 +355,7 @@ def compile_workflow(cls: type) -> WorkflowSpec:
             timers_to_cancel=() if internal else tuple(x.name for x in leaving.timers),
             timers_to_set=() if internal else entering.timers,
             finished=target in finals,
+            cancels=states[target].cancelled,
             needs_context=bool(t.guard or t.action or exit_hooks or enter_hooks),
         )
 
@@ -355,6 +380,7 @@ def compile_workflow(cls: type) -> WorkflowSpec:
         states=state_specs,
         initial=initial,
         finals=finals,
+        slas={n: s.sla for n, s in states.items() if s.sla is not None},
         transitions=tuple(transitions),
         payload_schemas=payload_schemas,
         validated_events=validated,

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -19,15 +19,23 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.errors import InstanceNotFound, InvalidRequest
 from engine.model import HistoryRecord, Instance, InstanceStatus, Page
+from engine.slas import StateSla
 from engine.store import statements as sql
 from engine.store.database import driver_connection
 
 
 @dataclass(frozen=True, slots=True)
 class InstanceFilter:
-    """Filters for :meth:`Runtime.list_instances`; all optional, combined with AND."""
+    """Filters for :meth:`Runtime.list_instances` (and bulk actions); all optional,
+    combined with AND.
+
+    ``data``: JSONB containment (``data @> ...``, served by the ``instances_data`` index).
+    ``in_state_longer_than`` and ``sla_breached`` count for running instances only
+    (active, retrying, failed): a completed or cancelled one never is "stuck".
+    """
 
     workflow: str | None = None
+    version: int | None = None
     state: str | None = None
     status: InstanceStatus | None = None
     business_key_prefix: str | None = None
@@ -35,6 +43,69 @@ class InstanceFilter:
     created_before: datetime | None = None
     updated_after: datetime | None = None
     updated_before: datetime | None = None
+    data: Mapping[str, Any] | None = None
+    in_state_longer_than: timedelta | None = None
+    sla_breached: bool | None = None
+    ids: tuple[uuid.UUID, ...] | None = None
+
+
+RUNNING_STATUSES = "status in ('active', 'retrying', 'failed')"
+
+
+def filter_clause(
+    filters: InstanceFilter, arg: Callable[[Any], str], *, now: datetime, slas: Sequence[StateSla]
+) -> str:
+    """The SQL condition (over ``instances``) for ``filters``; ``arg`` binds a value and
+    returns its placeholder. ``slas``: the states with an SLA (for ``sla_breached``)."""
+    clauses: list[str] = []
+    if filters.workflow is not None:
+        clauses.append(f"workflow = {arg(filters.workflow)}")
+    if filters.version is not None:
+        clauses.append(f"version = {arg(filters.version)}")
+    if filters.state is not None:
+        clauses.append(f"state = {arg(filters.state)}")
+    if filters.status is not None:
+        clauses.append(f"status = {arg(filters.status.value)}")
+    if filters.business_key_prefix:
+        prefix = _like_prefix(filters.business_key_prefix)
+        clauses.append(f"business_key like {arg(prefix)}")
+    for column, op, value in (
+        ("created_at", ">=", filters.created_after),
+        ("created_at", "<", filters.created_before),
+        ("updated_at", ">=", filters.updated_after),
+        ("updated_at", "<", filters.updated_before),
+    ):
+        if value is not None:
+            clauses.append(f"{column} {op} {arg(value)}")
+    if filters.data:
+        clauses.append(f"data @> {arg(orjson.dumps(filters.data).decode())}::jsonb")
+    if filters.ids is not None:
+        clauses.append(f"id = any({arg(list(filters.ids))}::uuid[])")
+    if filters.in_state_longer_than is not None:
+        cutoff = now - filters.in_state_longer_than
+        clauses.append(f"state_entered_at < {arg(cutoff)} and {RUNNING_STATUSES}")
+    if filters.sla_breached is not None:
+        breached = _breached(filters, arg, now, slas)
+        clauses.append(breached if filters.sla_breached else f"not ({breached})")
+    return " and ".join(clauses) or "true"
+
+
+def _breached(
+    filters: InstanceFilter, arg: Callable[[Any], str], now: datetime, slas: Sequence[StateSla]
+) -> str:
+    """Past its state's SLA: one (workflow, version, state, entered before) range per state
+    with an SLA, each an ``instances_state_age`` index range."""
+    ranges = [
+        f"(workflow = {arg(s.workflow)} and state = {arg(s.state)} and version = "
+        f"{arg(s.version)} and state_entered_at < {arg(now - s.sla)})"
+        for s in slas
+        if (filters.workflow is None or s.workflow == filters.workflow)
+        and (filters.version is None or s.version == filters.version)
+        and (filters.state is None or s.state == filters.state)
+    ]
+    if not ranges:
+        return "false"
+    return f"({' or '.join(ranges)}) and {RUNNING_STATUSES}"
 
 
 def instance_from_row(row: asyncpg.Record) -> Instance:
@@ -115,38 +186,30 @@ async def first_delivery(
     return row
 
 
+class Arguments(list[Any]):
+    """Positional query arguments; calling it binds one and returns its ``$n``."""
+
+    def __call__(self, value: Any) -> str:
+        self.append(value)
+        return f"${len(self)}"
+
+
 async def list_instances(
-    db: AsyncEngine, filters: InstanceFilter, *, limit: int = 50, cursor: str | None = None
+    db: AsyncEngine,
+    filters: InstanceFilter,
+    *,
+    now: datetime,
+    slas: Sequence[StateSla] = (),
+    limit: int = 50,
+    cursor: str | None = None,
 ) -> Page:
     """Instances matching ``filters``, newest first, by keyset pagination."""
-    clauses: list[str] = []
-    args: list[Any] = []
-
-    def arg(value: Any) -> str:
-        args.append(value)
-        return f"${len(args)}"
-
-    if filters.workflow is not None:
-        clauses.append(f"workflow = {arg(filters.workflow)}")
-    if filters.state is not None:
-        clauses.append(f"state = {arg(filters.state)}")
-    if filters.status is not None:
-        clauses.append(f"status = {arg(filters.status.value)}")
-    if filters.business_key_prefix:
-        prefix = _like_prefix(filters.business_key_prefix)
-        clauses.append(f"business_key like {arg(prefix)}")
-    for column, op, value in (
-        ("created_at", ">=", filters.created_after),
-        ("created_at", "<", filters.created_before),
-        ("updated_at", ">=", filters.updated_after),
-        ("updated_at", "<", filters.updated_before),
-    ):
-        if value is not None:
-            clauses.append(f"{column} {op} {arg(value)}")
+    arg = Arguments()
+    where = filter_clause(filters, arg, now=now, slas=slas)
     if cursor is not None:
         created, last_id = _decode_cursor(cursor)
-        clauses.append(f"(created_at, id) < ({arg(created)}, {arg(last_id)})")
-    where = " and ".join(clauses) or "true"
+        where += f" and (created_at, id) < ({arg(created)}, {arg(last_id)})"
+    args = arg
     query = (
         f"select {sql.INSTANCE_COLUMNS} from instances where {where}"
         f" order by created_at desc, id desc limit {arg(limit + 1)}"

@@ -238,6 +238,10 @@ order by (start_key is not distinct from $3) desc
 limit 1
 """
 
+# An operator's cancel runs a failed or retrying instance's cancel route (engine.operations).
+SET_ACTIVE = "update instances set status = 'active' where id = $1"
+SET_STATUS = "update instances set status = $2 where id = $1"
+
 GET_INSTANCE = f"select {INSTANCE_COLUMNS} from instances where id = $1"
 
 GET_INSTANCES = f"select {INSTANCE_COLUMNS} from instances where id = any($1::uuid[])"

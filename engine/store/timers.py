@@ -4,9 +4,13 @@ retries set, take, restore and release them (the scheduler's claim is in stateme
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from engine.store.database import driver_connection
 
 # One timer per (instance, name): setting it again moves it and frees any claim on it.
 SET_TIMER = """
@@ -62,3 +66,24 @@ async def release_claims(conn: asyncpg.Connection, instance_id: uuid.UUID, but: 
         instance_id,
         but,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class PendingTimer:
+    name: str
+    state: str
+    due_at: datetime
+
+
+async def pending(db: AsyncEngine, instance_id: uuid.UUID) -> list[PendingTimer] | None:
+    """The instance's timers, soonest first; None when there is no such instance."""
+    async with driver_connection(db) as conn:
+        rows = await conn.fetch(
+            "select t.name, t.state, t.due_at from instances i"
+            " left join timers t on t.instance_id = i.id"
+            " where i.id = $1 order by t.due_at, t.name",
+            instance_id,
+        )
+    if not rows:
+        return None
+    return [PendingTimer(r["name"], r["state"], r["due_at"]) for r in rows if r["name"] is not None]

@@ -396,11 +396,15 @@ async def test_history_pages_by_last_id_and_carries_request_ids(
 async def test_cancel_then_events_are_refused(client: httpx.AsyncClient) -> None:
     instance = await start_order(client)
     url = f"/v1/instances/{instance['id']}"
-    cancelled = await client.post(f"{url}/cancel", json={"reason": "customer called"})
+    cancelled = await client.post(
+        f"{url}/cancel", json={"reason": "customer called", "status_only": True}
+    )
     assert cancelled.status_code == 200
-    assert cancelled.json()["status"] == "cancelled"
+    assert cancelled.json()["mode"] == "status"
+    assert cancelled.json()["instance"]["status"] == "cancelled"
+    assert cancelled.json()["instance"]["state"] == "placed"
     again = await client.post(f"{url}/cancel")
-    assert again.status_code == 200
+    assert (again.status_code, again.json()["mode"]) == (200, "already")
     refused = await client.post(f"{url}/events", json={"type": "payment.initiated"})
     assert assert_problem(refused, 409)["reason"] == "inactive"
     assert_problem(await client.post(f"/v1/instances/{uuid.uuid4()}/cancel"), 404)

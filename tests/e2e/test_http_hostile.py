@@ -373,7 +373,7 @@ async def test_empty_optional_body_needs_no_content_type(client: httpx.AsyncClie
         f"/v1/instances/{instance['id']}/cancel", headers={"Content-Type": "text/plain"}
     )
     assert response.status_code == 200, response.text
-    assert response.json()["status"] == "cancelled"
+    assert response.json()["instance"]["status"] == "cancelled"
 
 
 # ---------------------------------------------------------------- 7. numbers JSON cannot hold

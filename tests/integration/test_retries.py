@@ -128,7 +128,7 @@ async def test_cancelling_a_retrying_instance_refuses_what_was_parked(
     await runtime.send(ev(started.id, "counter.slow_label", {"label": "x"}))
     await runtime.send(ev(started.id, "counter.tick", event_id="t-1"))
     cancelled = await operations.cancel(runtime, started.id, reason="customer asked")
-    assert cancelled.status is InstanceStatus.CANCELLED
+    assert cancelled.instance.status is InstanceStatus.CANCELLED
     assert await retry_timers(db, started.id) == []
     assert await rows(db, "select 1 from parked_events") == []
     history = await runtime.history(started.id)

@@ -288,7 +288,7 @@ async def test_cancel_removes_timers_and_later_events_are_refused(
 ) -> None:
     started = await runtime.start("test.counter", "X-1", {"key": "X-1"})
     cancelled = await operations.cancel(runtime, started.instance.id, reason="customer asked")
-    assert cancelled.status is InstanceStatus.CANCELLED
+    assert cancelled.instance.status is InstanceStatus.CANCELLED
     assert await rows(db, "select * from timers") == []
     outcome = await runtime.send(ev(started.instance.id, "counter.tick"))
     assert outcome.status == "rejected"
