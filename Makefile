@@ -4,19 +4,22 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install lint format typecheck unit stack-up stack-down stack-status migrate bench clean
+.PHONY: run test install lint format typecheck promtool unit stack-up stack-down stack-status migrate bench clean
 
 run: stack-up install  ## stack up, install, migrate, then API + worker in the foreground
 	$(BIN)/conveyor migrate
 	$(BIN)/conveyor dev
 
-test: stack-up install lint typecheck  ## stack up, install, ruff, mypy, the whole pytest suite
+test: stack-up install promtool lint typecheck  ## stack up, install, ruff, mypy, the whole pytest suite
 	$(BIN)/pytest
 
 unit: install  ## the pure unit tests only: no services needed
 	$(BIN)/pytest tests/unit -q
 
 install: $(STAMP)
+
+promtool:  ## promtool (Debian's prometheus package, no server left running) for the alert tests
+	@sh ops/prometheus/install-promtool.sh
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

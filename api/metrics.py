@@ -1,150 +1,153 @@
-"""A small Prometheus registry (counters and histograms) and the ``/metrics`` endpoint.
+"""The API process's Prometheus metrics (prometheus_client) and the ``/metrics`` endpoint.
 
-No client library: the text exposition format is simple, and our needs are a handful of
-labelled counters and histograms kept per process. What another process counts (the
-worker's dead letters) is visible only when that worker runs in this process (``conveyor
-dev``), consumer lag included (``conveyor_worker_lag``). The outbox backlog is queried from
-the database at scrape time, so every process reports the same figure.
+Each app has its own registry (:func:`engine.exposition.process_registry`): HTTP traffic
+and latency, the starts and events it handled, the state machine's rejections, runtime
+latencies, and the database's gauges read at scrape time (outbox backlog and age, overdue
+timers, instances past their state's SLA), which every process reports alike. What a
+worker counts is its own and served on the worker's port; ``conveyor dev`` runs one in
+this process, so its counters show here too.
 """
 
 from __future__ import annotations
 
-import bisect
-import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections import Counter as Tally
+from collections.abc import Iterable
 
+from prometheus_client import Counter, Histogram
+from prometheus_client.core import Metric
 from sanic import Blueprint, HTTPResponse, Request
 from sanic.response import BaseHTTPResponse
 
-from engine.store import outbox
+from engine.exposition import CONTENT_TYPE, process_registry, render
+from engine.gauges import DatabaseGauges
+from engine.messaging.metrics import (
+    TransitionKey,
+    WorkerCollector,
+    WorkerMetrics,
+    transitions_family,
+)
+from engine.registry import Registry
+from engine.slas import state_slas
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
-Labels = tuple[str, ...]
 
+class LabelledCounter:
+    """A labelled prometheus_client counter, counted as the handlers do:
+    ``inc(workflow, reason)``."""
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _labels(names: Sequence[str], values: Sequence[str], extra: str = "") -> str:
-    pairs = [f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)]
-    if extra:
-        pairs.append(extra)
-    return "{" + ",".join(pairs) + "}" if pairs else ""
-
-
-def _number(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf"
-    return repr(float(value)) if not float(value).is_integer() else str(int(value))
-
-
-class Counter:
-    """A monotonically increasing count per label values."""
-
-    def __init__(self, name: str, help_: str, labels: Sequence[str] = ()) -> None:
-        self.name, self.help, self.label_names = name, help_, tuple(labels)
-        self._values: dict[Labels, float] = {}
+    def __init__(self, metric: Counter) -> None:
+        self.metric = metric
 
     def inc(self, *labels: str, amount: float = 1.0) -> None:
-        self._values[labels] = self._values.get(labels, 0.0) + amount
-
-    def value(self, *labels: str) -> float:
-        return self._values.get(labels, 0.0)
-
-    def render(self) -> Iterator[str]:
-        yield f"# HELP {self.name} {self.help}"
-        yield f"# TYPE {self.name} counter"
-        for labels, value in sorted(self._values.items()):
-            yield f"{self.name}{_labels(self.label_names, labels)} {_number(value)}"
+        self.metric.labels(*labels).inc(amount)
 
 
-class Histogram:
-    """Observations in cumulative buckets, with their sum and count, per label values."""
+class LabelledHistogram:
+    """A labelled prometheus_client histogram: ``observe(seconds, route)``."""
 
-    def __init__(
-        self,
-        name: str,
-        help_: str,
-        labels: Sequence[str] = (),
-        buckets: Sequence[float] = LATENCY_BUCKETS,
-    ) -> None:
-        self.name, self.help, self.label_names = name, help_, tuple(labels)
-        self.buckets = tuple(sorted(buckets))
-        # Per label values: counts per bucket (not cumulative; the last is +Inf), sum.
-        self._series: dict[Labels, tuple[list[int], list[float]]] = {}
+    def __init__(self, metric: Histogram) -> None:
+        self.metric = metric
 
     def observe(self, value: float, *labels: str) -> None:
-        series = self._series.get(labels)
-        if series is None:
-            series = self._series[labels] = ([0] * (len(self.buckets) + 1), [0.0])
-        series[0][bisect.bisect_left(self.buckets, value)] += 1
-        series[1][0] += value
+        self.metric.labels(*labels).observe(value)
 
-    def count(self, *labels: str) -> int:
-        series = self._series.get(labels)
-        return sum(series[0]) if series else 0
 
-    def render(self) -> Iterator[str]:
-        yield f"# HELP {self.name} {self.help}"
-        yield f"# TYPE {self.name} histogram"
-        for labels, (counts, total) in sorted(self._series.items()):
-            cumulative = 0
-            for bound, count in zip((*self.buckets, math.inf), counts, strict=True):
-                cumulative += count
-                le = f'le="{_number(bound)}"'
-                yield f"{self.name}_bucket{_labels(self.label_names, labels, le)} {cumulative}"
-            yield f"{self.name}_sum{_labels(self.label_names, labels)} {total[0]!r}"
-            yield f"{self.name}_count{_labels(self.label_names, labels)} {cumulative}"
+class Transitions:
+    """Starts and events the API handled, by (workflow, version, outcome); a plain tally
+    exported as ``conveyor_transitions_total{source="http"}``."""
+
+    def __init__(self) -> None:
+        self.counts: Tally[TransitionKey] = Tally()
+
+    def inc(self, workflow: str, outcome: str, *, version: int = 0) -> None:
+        self.counts[(workflow, version, outcome)] += 1
 
 
 class Metrics:
-    """The metrics of one API process."""
+    """The metrics of one API process, in a registry of its own (:attr:`registry`)."""
 
     def __init__(self) -> None:
-        self.http_requests = Counter(
-            "conveyor_http_requests_total",
-            "HTTP requests answered, by method, route and status code.",
-            ("method", "route", "status"),
+        self.http_requests = LabelledCounter(
+            Counter(
+                "conveyor_http_requests",
+                "HTTP requests answered, by method, route and status code.",
+                ("method", "route", "status"),
+                registry=None,
+            )
         )
-        self.http_latency = Histogram(
-            "conveyor_http_request_duration_seconds",
-            "Time from the first middleware to the response, by route.",
-            ("route",),
+        self.http_latency = LabelledHistogram(
+            Histogram(
+                "conveyor_http_request_duration_seconds",
+                "Time from the first middleware to the response, by route.",
+                ("route",),
+                registry=None,
+                buckets=LATENCY_BUCKETS,
+            )
         )
-        self.transitions = Counter(
-            "conveyor_transitions_total",
-            "Starts and events handled by this process, by workflow and outcome.",
-            ("workflow", "outcome"),
+        self.transitions = Transitions()
+        self.rejections = LabelledCounter(
+            Counter(
+                "conveyor_rejections",
+                "Events the state machine refused (HTTP), by workflow and reason.",
+                ("workflow", "reason"),
+                registry=None,
+            )
         )
-        self.rejections = Counter(
-            "conveyor_rejections_total",
-            "Events the state machine refused, by workflow and reason.",
-            ("workflow", "reason"),
-        )
-        self.commit_latency = Histogram(
-            "conveyor_runtime_call_duration_seconds",
-            "Runtime calls as a request waits for them (load, decide, persist, commit), by "
-            "operation.",
-            ("operation",),
+        self.commit_latency = LabelledHistogram(
+            Histogram(
+                "conveyor_runtime_call_duration_seconds",
+                "Runtime calls as a request waits for them (load, decide, persist, commit), "
+                "by operation.",
+                ("operation",),
+                registry=None,
+                buckets=LATENCY_BUCKETS,
+            )
         )
         self.decision_latency = Histogram(
             "conveyor_decision_duration_seconds",
             "The pure decision steps of one transaction (all its triggers).",
+            registry=None,
+            buckets=LATENCY_BUCKETS,
         )
         self.transaction_commit_latency = Histogram(
             "conveyor_commit_duration_seconds",
             "Writing a transaction's decisions and committing them.",
+            registry=None,
+            buckets=LATENCY_BUCKETS,
         )
         self.transaction_size = Histogram(
             "conveyor_transaction_triggers",
             "Triggers applied per transaction (group commit shares transactions).",
+            registry=None,
             buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
         )
+        self.gauges = DatabaseGauges()
+        self.worker: WorkerMetrics | None = None
+        self._bound = False
+        self.registry = process_registry(
+            self.http_requests.metric,
+            self.http_latency.metric,
+            _TransitionsCollector(self),
+            self.rejections.metric,
+            self.commit_latency.metric,
+            self.decision_latency,
+            self.transaction_commit_latency,
+            self.transaction_size,
+            self.gauges,
+        )
+
+    def bind(self, workflows: Registry, worker: WorkerMetrics | None) -> None:
+        """Once, before the first scrape: watch the SLAs the workflows declare, and show
+        the counters of a worker running in this process (``conveyor dev``)."""
+        if self._bound:
+            return
+        self._bound = True
+        self.gauges.slas = tuple(state_slas(workflows))
+        if worker is not None:
+            self.worker = worker
+            self.registry.register(WorkerCollector(worker, transitions=False))
 
     def transaction(self, *, triggers: int, decide_seconds: float, commit_seconds: float) -> None:
         """The runtime's observer hook (see ``engine.runtime.RuntimeObserver``)."""
@@ -152,59 +155,18 @@ class Metrics:
         self.transaction_commit_latency.observe(commit_seconds)
         self.transaction_size.observe(triggers)
 
-    def render(self, outbox_backlog: int | None, worker: Mapping[str, Any] | None = None) -> str:
-        """The exposition text; ``worker`` is the snapshot of a worker in this process."""
-        lines: list[str] = []
-        for metric in (
-            self.http_requests,
-            self.http_latency,
-            self.transitions,
-            self.rejections,
-            self.commit_latency,
-            self.decision_latency,
-            self.transaction_commit_latency,
-            self.transaction_size,
-        ):
-            lines.extend(metric.render())
-        if worker is not None:
-            lines.extend(_worker_lines(worker))
-        if outbox_backlog is not None:
-            lines += [
-                "# HELP conveyor_outbox_backlog Outbox messages not yet published to Kafka.",
-                "# TYPE conveyor_outbox_backlog gauge",
-                f"conveyor_outbox_backlog {outbox_backlog}",
-            ]
-        return "\n".join(lines) + "\n"
 
+class _TransitionsCollector:
+    """``conveyor_transitions_total``: the API's counts, and an in-process worker's."""
 
-WORKER_GAUGES = frozenset(
-    {
-        "assigned_partitions",
-        "lag",
-        "stalled",
-        "relay_leader",
-        "seconds_since_poll",
-        "seconds_since_progress",
-    }
-)
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
 
-
-def _worker_lines(snapshot: Mapping[str, Any]) -> Iterator[str]:
-    """A worker's counters (``dev`` runs one in the API process) in exposition format."""
-    dead = snapshot.get("dead_lettered") or {}
-    yield "# HELP conveyor_dead_letters_total Messages this process dead-lettered, by reason."
-    yield "# TYPE conveyor_dead_letters_total counter"
-    for reason, count in sorted(dead.items()):
-        yield f'conveyor_dead_letters_total{{reason="{_escape(str(reason))}"}} {count}'
-    for name, value in sorted(snapshot.items()):
-        if name in ("dead_lettered", "dead_lettered_total") or not isinstance(
-            value, bool | int | float
-        ):
-            continue
-        gauge = name in WORKER_GAUGES or isinstance(value, bool)
-        metric = f"conveyor_worker_{name}" + ("" if gauge else "_total")
-        yield f"# TYPE {metric} {'gauge' if gauge else 'counter'}"
-        yield f"{metric} {_number(float(value))}"
+    def collect(self) -> Iterable[Metric]:
+        sources = {"http": self.metrics.transitions.counts}
+        if self.metrics.worker is not None:
+            sources["kafka"] = self.metrics.worker.transitions
+        return [transitions_family(sources)]
 
 
 bp = Blueprint("metrics")
@@ -212,12 +174,13 @@ bp = Blueprint("metrics")
 
 @bp.get("/metrics", ctx_scope="read")
 async def metrics(request: Request) -> HTTPResponse:
-    """Prometheus text format: HTTP traffic, transitions, rejections, latencies, backlog."""
-    registry: Metrics = request.app.ctx.metrics
-    backlog = await outbox.backlog(request.app.ctx.db)
-    worker = getattr(request.app.ctx, "worker_metrics", None)
-    snapshot = worker.snapshot() if worker is not None else None
-    return HTTPResponse(registry.render(backlog, snapshot), content_type=CONTENT_TYPE)
+    """Prometheus text format: HTTP traffic, transitions, rejections, latencies, the
+    database's gauges (backlog, timers, SLA breaches)."""
+    ctx = request.app.ctx
+    registry: Metrics = ctx.metrics
+    registry.bind(ctx.registry, getattr(ctx, "worker_metrics", None))
+    body = await render(registry.registry, registry.gauges, getattr(ctx, "db", None))
+    return HTTPResponse(body, content_type=CONTENT_TYPE)
 
 
 def record_request(request: Request, response: BaseHTTPResponse) -> None:

@@ -1,5 +1,5 @@
 """Is this worker healthy? A database outage clock its services share, and a tiny HTTP
-endpoint that answers the question for a supervisor.
+endpoint that answers the question for a supervisor (and serves the worker's metrics).
 
 A worker that cannot reach PostgreSQL still heartbeats Kafka, so the group would leave
 its partitions (and the relay's advisory lock, if it could keep it) with a member that
@@ -13,16 +13,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 
+from engine.exposition import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from engine.observability import get_logger
 
 log = get_logger("conveyor.liveness")
 
 HealthReport = Callable[[], tuple[bool, dict[str, Any]]]
+MetricsPage = Callable[[], Awaitable[bytes]]
+"""Renders the process's metrics in the Prometheus text format."""
 
 
 class DatabaseOutage:
@@ -69,13 +72,17 @@ class DatabaseOutage:
 
 
 class HealthServer:
-    """``GET /health`` (liveness) and ``GET /ready`` over plain HTTP/1.1, one answer per
-    connection. ``report`` says whether the process is healthy, and why."""
+    """``GET /health`` (liveness), ``GET /ready`` and, given ``metrics``, ``GET /metrics``
+    over plain HTTP/1.1, one answer per connection. ``report`` says whether the process is
+    healthy, and why."""
 
-    def __init__(self, host: str, port: int, report: HealthReport) -> None:
+    def __init__(
+        self, host: str, port: int, report: HealthReport, metrics: MetricsPage | None = None
+    ) -> None:
         self.host = host
         self.port = port
         self.report = report
+        self.metrics = metrics
         self._server: asyncio.Server | None = None
 
     async def start(self) -> int:
@@ -98,22 +105,24 @@ class HealthServer:
                 while (await reader.readline()) not in (b"\r\n", b"\n", b""):
                     pass  # headers: not needed
             parts = request_line.split()
-            body: dict[str, Any]
             path = parts[1].split(b"?")[0] if len(parts) >= 2 else b""
+            content_type = "application/json"
             if len(parts) < 2 or parts[0] not in (b"GET", b"HEAD"):
-                status, body = 405, {"status": "method not allowed"}
+                status, payload = 405, orjson.dumps({"status": "method not allowed"})
             elif path in (b"/health", b"/ready"):
                 healthy, details = self.report()
                 status = 200 if healthy else 503
-                body = {"status": "ok" if healthy else "unhealthy", **details}
+                payload = orjson.dumps({"status": "ok" if healthy else "unhealthy", **details})
+            elif path == b"/metrics" and self.metrics is not None:
+                status, payload, content_type = 200, await self.metrics(), METRICS_CONTENT_TYPE
             else:
-                status, body = 404, {"status": "not found", "paths": ["/health", "/ready"]}
-            payload = orjson.dumps(body)
+                status = 404
+                payload = orjson.dumps({"status": "not found", "paths": self._paths()})
             reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed"}.get(
                 status, "Service Unavailable"
             )
             writer.write(
-                f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+                f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n"
                 f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
                 + (payload if parts[:1] != [b"HEAD"] else b"")
             )
@@ -125,5 +134,8 @@ class HealthServer:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
+    def _paths(self) -> list[str]:
+        return ["/health", "/ready", *(["/metrics"] if self.metrics is not None else [])]
 
-__all__ = ["DatabaseOutage", "HealthServer"]
+
+__all__ = ["DatabaseOutage", "HealthServer", "MetricsPage"]

@@ -11,7 +11,8 @@ restarts it.
 Its services share one :class:`~engine.liveness.DatabaseOutage`: when PostgreSQL has been
 unreachable for longer than ``database_outage_seconds`` the consumer leaves its group and
 the relay its leadership (each comes back once the database answers), and the optional
-``/health`` endpoint (``worker_health_port``) answers 503 meanwhile.
+``/health`` endpoint (``worker_health_port``) answers 503 meanwhile. The same port serves
+``/metrics`` (Prometheus): what this worker counted, and the database's gauges.
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
+from engine.exposition import process_registry, render
+from engine.gauges import DatabaseGauges
 from engine.gc_tuning import tune_gc
 from engine.liveness import DatabaseOutage, HealthServer
 from engine.messaging.consumer import ConsumerOptions, EventConsumer
-from engine.messaging.metrics import WorkerMetrics
+from engine.messaging.metrics import WorkerCollector, WorkerMetrics
 from engine.messaging.relay import OutboxRelay
 from engine.messaging.routing import Router
 from engine.observability import configure_sentry, get_logger
@@ -116,10 +119,12 @@ async def run_worker(
     tune_gc()
     health: HealthServer | None = None
     if settings.worker_health_port is not None:
+        gauges = DatabaseGauges(now=runtime.clock)
         health = HealthServer(
             settings.worker_health_host,
             settings.worker_health_port,
             partial(health_report, outage, metrics, [name for name, _ in services]),
+            metrics=partial(render, process_registry(WorkerCollector(metrics), gauges), gauges, db),
         )
         await health.start()
     log.info("worker started", services=[name for name, _ in services], topics=router.topics)

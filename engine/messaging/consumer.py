@@ -223,6 +223,7 @@ class EventConsumer:
                 self._consumer = None
                 await consumer.stop()  # leaves the group: its partitions go to the others
                 self.metrics.assigned_partitions = 0
+                self.metrics.partition_lag = {}
 
     async def _fetch_ahead(
         self, consumer: AIOKafkaConsumer, fetched: Fetched, stop: asyncio.Event
@@ -439,10 +440,9 @@ class EventConsumer:
         consumer's fetch responses, which a stuck or paused consumer no longer gets.
         """
         consumer = self._consumer
-        if consumer is None:
-            return 0
-        assignment = list(consumer.assignment())
-        if not assignment:
+        assignment = list(consumer.assignment()) if consumer is not None else []
+        if consumer is None or not assignment:
+            self.metrics.partition_lag = {}
             return 0
         try:
             async with asyncio.timeout(2.0):
@@ -450,9 +450,11 @@ class EventConsumer:
                 positions = [await consumer.position(tp) for tp in assignment]
         except (TimeoutError, KafkaError, IllegalStateError):
             return self.metrics.lag  # unknown now: keep the last figure
-        return sum(
-            max(0, ends[tp] - position) for tp, position in zip(assignment, positions, strict=True)
-        )
+        self.metrics.partition_lag = {
+            (tp.topic, tp.partition): max(0, ends[tp] - position)
+            for tp, position in zip(assignment, positions, strict=True)
+        }
+        return sum(self.metrics.partition_lag.values())
 
 
 __all__ = ["ConsumerOptions", "EventConsumer"]

@@ -12,6 +12,7 @@ becomes a dead letter. Transient errors propagate: the consumer retries the whol
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Coroutine, Iterable, Sequence
 from typing import Any
 
@@ -50,6 +51,7 @@ class BatchDelivery:
         self, records: Sequence[Record], routed: Sequence[Routed | Unroutable]
     ) -> list[DeadLetter]:
         """Apply the batch; return the dead letters (in record order)."""
+        started = time.perf_counter()
         # Per message: None = took effect (or was a duplicate); else why it is dead.
         verdicts: list[list[Unroutable | None]] = [[] for _ in records]
         indexed: list[tuple[int, StartCommand | Event]] = []
@@ -70,6 +72,7 @@ class BatchDelivery:
                 first = verdict[0]
                 assert first is not None
                 letters.append(DeadLetter.of(record, first.reason, first.detail))
+        self.metrics.batch_applied(len(records), time.perf_counter() - started)
         return letters
 
     def _lanes(
@@ -151,10 +154,13 @@ class BatchDelivery:
                 raise
             log.exception("start cannot be applied", idempotency_key=start.idempotency_key)
             return Unroutable("processing_error", f"{type(exc).__name__}: {exc}")
+        instance = result.instance
         if result.created:
             self.metrics.started += 1
         else:
             self.metrics.duplicates += 1
+        outcome = "started" if result.created else "duplicate"
+        self.metrics.transitions[(instance.workflow, instance.version, outcome)] += 1
         return None
 
     async def _apply_events(
@@ -171,8 +177,8 @@ class BatchDelivery:
             # one, so that one poison event cannot stop the partition.
             log.exception("batch apply failed; applying its events one by one")
             outcomes = [await self._send_one(event) for event in batch]
-        for (index, _event), outcome in zip(events, outcomes, strict=True):
-            verdicts[index].append(self._verdict(outcome))
+        for (index, event), outcome in zip(events, outcomes, strict=True):
+            verdicts[index].append(self._verdict(outcome, event))
 
     async def _send_one(self, event: Event) -> Outcome | Unroutable:
         try:
@@ -183,11 +189,16 @@ class BatchDelivery:
             log.exception("event cannot be applied", event_id=event.event_id)
             return Unroutable("processing_error", f"{type(exc).__name__}: {exc}")
 
-    def _verdict(self, outcome: Outcome | Unroutable) -> Unroutable | None:
+    def _verdict(self, outcome: Outcome | Unroutable, event: Event) -> Unroutable | None:
         if isinstance(outcome, Unroutable):
             return outcome
         status = outcome.status
         metrics = self.metrics
+        instance = outcome.instance
+        if instance is not None:
+            metrics.transitions[(instance.workflow, instance.version, status)] += 1
+        else:
+            metrics.transitions[(event.workflow or "", 0, status)] += 1
         if status == "applied":
             metrics.applied += 1
         elif status == "duplicate":

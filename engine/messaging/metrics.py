@@ -1,12 +1,47 @@
-"""Counters a worker keeps about its own work; the worker owns one object, logs it
-periodically, and the HTTP ``/metrics`` endpoint can read it."""
+"""Counters a worker keeps about its own work, and their Prometheus exposition.
+
+The worker owns one :class:`WorkerMetrics`, logs it periodically, and serves it on its
+``/metrics`` endpoint through :class:`WorkerCollector` (``conveyor dev`` shows it on the
+API's ``/metrics`` too). The hot path only adds to plain integers and dicts (one event
+costs a dict increment); the collector turns them into metric families when scraped.
+Latency and batch sizes are observed once per batch.
+"""
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from prometheus_client import Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+TransitionKey = tuple[str, int, str]
+"""(workflow, version, outcome); workflow "" and version 0 where the instance is unknown."""
+
+APPLY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+
+
+def _apply_histogram() -> Histogram:
+    return Histogram(
+        "conveyor_consumer_batch_apply_duration_seconds",
+        "Time to apply one consumed batch through the runtime (all its transactions), "
+        "excluding retries after transient errors.",
+        buckets=APPLY_BUCKETS,
+        registry=None,
+    )
+
+
+def _batch_histogram() -> Histogram:
+    return Histogram(
+        "conveyor_consumer_batch_messages",
+        "Kafka messages per applied batch.",
+        buckets=BATCH_BUCKETS,
+        registry=None,
+    )
 
 
 @dataclass(slots=True)
@@ -38,6 +73,17 @@ class WorkerMetrics:
     relay_leader: bool = False
     last_poll_at: float = field(default_factory=time.monotonic)
     last_progress_at: float = field(default_factory=time.monotonic)
+    # Deliveries by (workflow, version, outcome): starts, events, duplicates, rejections.
+    transitions: Counter[TransitionKey] = field(default_factory=Counter)
+    # Lag per assigned (topic, partition), as of the last liveness check.
+    partition_lag: dict[tuple[str, int], int] = field(default_factory=dict)
+    apply_seconds: Histogram = field(default_factory=_apply_histogram)
+    batch_messages: Histogram = field(default_factory=_batch_histogram)
+
+    def batch_applied(self, messages: int, seconds: float) -> None:
+        """One batch went through the runtime: observe its size and how long it took."""
+        self.apply_seconds.observe(seconds)
+        self.batch_messages.observe(messages)
 
     def snapshot(self) -> dict[str, Any]:
         """The counters as a flat JSON-able dict (``dead_lettered`` by reason)."""
@@ -70,3 +116,132 @@ class WorkerMetrics:
             "seconds_since_poll": round(now - self.last_poll_at, 3),
             "seconds_since_progress": round(now - self.last_progress_at, 3),
         }
+
+
+def transitions_family(sources: Mapping[str, Mapping[TransitionKey, int]]) -> CounterMetricFamily:
+    """``conveyor_transitions_total`` from the counts of each source (``kafka``, ``http``)."""
+    family = CounterMetricFamily(
+        "conveyor_transitions",
+        "Starts and events this process handled, by workflow, version, outcome (applied, "
+        "started, duplicate, rejected, failed, retrying, parked, stale, not_found, ...) and "
+        "source (kafka, http).",
+        labels=("workflow", "version", "outcome", "source"),
+    )
+    for source, counts in sources.items():
+        for (workflow, version, outcome), count in sorted(counts.items()):
+            family.add_metric([workflow, str(version) if version else "", outcome, source], count)
+    return family
+
+
+# (attribute, metric name without _total, help) of the plain counters.
+_COUNTERS = (
+    ("messages", "conveyor_consumer_messages", "Kafka messages taken from the input topics."),
+    ("batches", "conveyor_consumer_batches", "Consumed batches applied and committed."),
+    (
+        "batch_retries",
+        "conveyor_consumer_batch_retries",
+        "Batches retried after a transient database or Kafka error.",
+    ),
+    (
+        "commit_failures",
+        "conveyor_consumer_commit_failures",
+        "Kafka offset commits that failed (their messages are redelivered as duplicates).",
+    ),
+    ("rebalances", "conveyor_consumer_rebalances", "Consumer group rebalances seen."),
+    (
+        "stalls",
+        "conveyor_consumer_stalls",
+        "Times the liveness check found the consumer making no progress.",
+    ),
+    (
+        "consumer_restarts",
+        "conveyor_consumer_restarts",
+        "Stalled Kafka consumers replaced by a new one.",
+    ),
+    (
+        "outbox_published",
+        "conveyor_relay_published_messages",
+        "Outbox messages this process's relay published to Kafka.",
+    ),
+    ("relay_errors", "conveyor_relay_errors", "Relay rounds that failed and were retried."),
+)
+
+
+class WorkerCollector:
+    """Exposes a :class:`WorkerMetrics` to a prometheus_client registry at scrape time.
+
+    ``transitions=False`` leaves ``conveyor_transitions_total`` to a caller that merges
+    it with its own counts (the API process of ``conveyor dev``).
+    """
+
+    def __init__(self, metrics: WorkerMetrics, *, transitions: bool = True) -> None:
+        self.metrics = metrics
+        self.transitions = transitions
+
+    def collect(self) -> Iterable[Metric]:
+        return list(self._families())
+
+    def _families(self) -> Iterator[Metric]:
+        m = self.metrics
+        if self.transitions:
+            yield transitions_family({"kafka": m.transitions})
+        dead = CounterMetricFamily(
+            "conveyor_dead_letters",
+            "Messages this process dead-lettered, by reason.",
+            labels=("reason",),
+        )
+        for reason, count in sorted(m.dead_lettered.items()):
+            dead.add_metric([reason], count)
+        yield dead
+        for attribute, name, documentation in _COUNTERS:
+            yield CounterMetricFamily(name, documentation, value=getattr(m, attribute))
+        yield from m.apply_seconds.collect()
+        yield from m.batch_messages.collect()
+        lag = GaugeMetricFamily(
+            "conveyor_consumer_lag_messages",
+            "Messages in an assigned partition not yet consumed (as of the last liveness "
+            "check, every few seconds).",
+            labels=("topic", "partition"),
+        )
+        for (topic, partition), behind in sorted(m.partition_lag.items()):
+            lag.add_metric([topic, str(partition)], behind)
+        yield lag
+        now = time.monotonic()
+        gauges: tuple[tuple[str, str, float], ...] = (
+            (
+                "conveyor_consumer_assigned_partitions",
+                "Partitions assigned to this process's consumer.",
+                m.assigned_partitions,
+            ),
+            (
+                "conveyor_consumer_in_group",
+                "1 while the consumer is a member of its group (0 before joining, and while "
+                "it stays out during a database outage).",
+                int(m.consumer_in_group),
+            ),
+            (
+                "conveyor_consumer_stalled",
+                "1 while the consumer makes no progress although its partitions have lag.",
+                int(m.stalled),
+            ),
+            (
+                "conveyor_consumer_last_poll_age_seconds",
+                "Time since the consumer last polled Kafka.",
+                now - m.last_poll_at,
+            ),
+            (
+                "conveyor_consumer_last_progress_age_seconds",
+                "Time since the consumer last committed a batch.",
+                now - m.last_progress_at,
+            ),
+            (
+                "conveyor_relay_leader",
+                "1 while this process's relay holds the outbox leadership.",
+                int(m.relay_leader),
+            ),
+        )
+        for name, documentation, value in gauges:
+            yield GaugeMetricFamily(name, documentation, value=value)
+
+
+__all__ = ["TransitionKey", "WorkerCollector", "WorkerMetrics", "transitions_family"]

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.settings import Settings
 from tests.e2e.http_support import Keys, order_data, serve_in_process
+from tests.metrics_support import matching, samples, value
 
 PROBLEM = "application/problem+json"
 
@@ -460,23 +461,25 @@ async def test_metrics_expose_transitions_rejections_latency_and_outbox_backlog(
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
     lines = response.text.splitlines()
-    assert 'conveyor_transitions_total{workflow="order",outcome="started"} 1' in lines
-    assert 'conveyor_transitions_total{workflow="order",outcome="rejected"} 1' in lines
-    assert 'conveyor_rejections_total{workflow="order",reason="not_allowed"} 1' in lines
-    assert any(
-        line.startswith('conveyor_runtime_call_duration_seconds_bucket{operation="start"')
-        for line in lines
-    )
+    page = samples(response.text)
+    transitions = "conveyor_transitions_total"
+    assert value(page, transitions, workflow="order", outcome="started", source="http") == 1
+    assert value(page, transitions, workflow="order", outcome="rejected", source="http") == 1
+    assert value(page, "conveyor_rejections_total", workflow="order", reason="not_allowed") == 1
+    assert matching(page, "conveyor_runtime_call_duration_seconds_bucket", operation="start")
     # Every transaction is observed: the start's and the rejected event's.
-    commits = [line for line in lines if line.startswith("conveyor_commit_duration_seconds_count")]
-    assert commits
-    assert int(commits[0].split()[1]) >= 2
-    assert any(line.startswith("conveyor_decision_duration_seconds_count ") for line in lines)
-    assert any(line.startswith("conveyor_transaction_triggers_bucket") for line in lines)
-    backlog = [line for line in lines if line.startswith("conveyor_outbox_backlog ")]
-    assert backlog
-    assert int(backlog[0].split()[1]) >= 1
+    assert value(page, "conveyor_commit_duration_seconds_count") >= 2
+    assert value(page, "conveyor_decision_duration_seconds_count") >= 2
+    assert matching(page, "conveyor_transaction_triggers_bucket")
+    assert value(page, "conveyor_outbox_backlog_messages") >= 1
+    assert matching(page, "conveyor_outbox_oldest_unpublished_age_seconds")
+    assert matching(page, "conveyor_timers_overdue")
+    assert value(page, "conveyor_http_requests_total", route="/v1/workflows/<name:str>/instances")
     assert "# TYPE conveyor_http_request_duration_seconds histogram" in lines
+    # Every metric says what it is.
+    typed = {line.split()[2] for line in lines if line.startswith("# TYPE ")}
+    helped = {line.split()[2] for line in lines if line.startswith("# HELP ") and line.split()[3:]}
+    assert typed <= helped
 
 
 async def test_docs_and_openapi_document_need_no_key(settings: Settings) -> None:
