@@ -23,4 +23,11 @@ def value(page: list[Sample], name: str, **labels: str) -> float:
     return sum(s.value for s in matching(page, name, **labels))
 
 
-__all__ = ["matching", "samples", "value"]
+def one(page: list[Sample], name: str, **labels: str) -> float:
+    """The value of the one sample called ``name`` with these labels (fails if absent)."""
+    found = matching(page, name, **labels)
+    assert len(found) == 1, f"{name}{labels}: {found}"
+    return found[0].value
+
+
+__all__ = ["matching", "one", "samples", "value"]

@@ -38,7 +38,7 @@ from unnest($1::text[], $2::int4[], $3::text[], $4::float8[])
 left join instances i
   on i.workflow = s.workflow and i.state = s.state and i.version = s.version
  and i.status = any($6::text[])
- and i.state_entered_at < $5 - make_interval(secs => s.sla_seconds)
+ and i.state_entered_at < $5::timestamptz - make_interval(secs => s.sla_seconds)
 group by s.workflow, s.state
 """
 
