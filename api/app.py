@@ -22,6 +22,7 @@ from api.instances import bp as instances_bp
 from api.metrics import Metrics, record_request
 from api.metrics import bp as metrics_bp
 from api.problems import ProblemErrorHandler
+from api.stats import bp as stats_bp
 from api.tracing import begin_request, end_request, log_access
 from api.workflows import bp as workflows_bp
 from engine.errors import ConveyorError
@@ -66,6 +67,7 @@ def create_app(
     app.blueprint(metrics_bp)
     app.blueprint(workflows_bp)
     app.blueprint(instances_bp)
+    app.blueprint(stats_bp)
     # One middleware each way (each costs a dispatch on every request). Order matters: the
     # request id first (so that a 401 carries it), then the key. The access log is chosen
     # here, once: when it is off, requests pay nothing for it.

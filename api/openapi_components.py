@@ -23,6 +23,7 @@ MODELS: tuple[type[BaseModel], ...] = (
     schemas.InstancePage,
     schemas.CancelResult,
     schemas.TimerList,
+    schemas.Stats,
     schemas.HistoryPage,
     schemas.EventResult,
     schemas.WorkflowList,

@@ -319,6 +319,16 @@ def paths() -> dict[str, Any]:
                 operation_id="cancelInstance",
             )
         },
+        "/v1/stats": {
+            "get": _op(
+                "Counts by workflow, version, state and status, with SLA breaches",
+                "instances",
+                "read",
+                {"200": _json("Stats", "Counts as of now"), **_problems(404)},
+                parameters=[_query("workflow", TEXT, "Only this workflow")],
+                operation_id="getStats",
+            )
+        },
         "/v1/instances/{instance_id}/timers": {
             "get": _op(
                 "Pending timers of an instance",

@@ -19,6 +19,7 @@ from pydantic import (
     PlainValidator,
     TypeAdapter,
     ValidationError,
+    field_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -121,9 +122,24 @@ class SendEvent(RequestBody):
     """An event for an instance; ``id`` makes delivery idempotent."""
 
     type: str = Field(
-        min_length=1, max_length=200, pattern=NO_NUL, description="Event type, e.g. order.packed."
+        min_length=1,
+        max_length=200,
+        pattern=NO_NUL,
+        description="Event type, e.g. order.packed (types starting with conveyor. are reserved: "
+        "cancel with POST /v1/instances/{instance_id}/cancel).",
     )
     payload: dict[str, Any] = Field(default_factory=dict, description="Event payload.")
+
+    @field_validator("type")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value.startswith("conveyor."):
+            raise ValueError(
+                "types starting with conveyor. are reserved; cancel an instance with "
+                "POST /v1/instances/{instance_id}/cancel"
+            )
+        return value
+
     id: str | None = Field(
         None,
         min_length=1,
@@ -164,6 +180,14 @@ class InstanceQuery(BaseModel):
     updated_before: DateTimeParam | None = None
     limit: int = Field(50, ge=1, le=500)
     cursor: str | None = Field(None, min_length=1, max_length=500, pattern=NO_NUL)
+
+
+class StatsQuery(BaseModel):
+    """Query parameters of ``GET /v1/stats``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workflow: str | None = Field(None, min_length=1, max_length=200, pattern=NO_NUL)
 
 
 class NoQuery(BaseModel):
@@ -233,6 +257,31 @@ class TimerOut(BaseModel):
 
 class TimerList(BaseModel):
     items: list[TimerOut]
+
+
+class StateStats(BaseModel):
+    state: str
+    total: int
+    by_status: dict[str, int]
+    oldest_state_entered_at: datetime | None = Field(
+        description="The earliest time a running (active, retrying, failed) instance entered it."
+    )
+    sla_seconds: float | None
+    sla_breached: int = Field(description="Running instances here past the state's SLA.")
+
+
+class WorkflowStats(BaseModel):
+    workflow: str
+    version: int
+    total: int
+    by_status: dict[str, int]
+    sla_breached: int
+    states: list[StateStats]
+
+
+class Stats(BaseModel):
+    as_of: datetime
+    workflows: list[WorkflowStats]
 
 
 class InstancePage(BaseModel):

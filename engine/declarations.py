@@ -30,6 +30,14 @@ class EmptyPayload(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
 
+class OperatorCancel(BaseModel):
+    """Payload of ``conveyor.cancel``, the event an operator's cancel sends."""
+
+    model_config = ConfigDict(frozen=True)
+
+    reason: str = ""
+
+
 class GuardContext(Generic[DataT, PayloadT]):
     """What a guard sees: the instance data, the validated payload and the decision time.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from engine.dsl import Workflow
+from engine.dsl import CANCEL_EVENT, Workflow
 from engine.spec import TransitionSpec, WorkflowSpec
 
 HIGHLIGHT_CLASS = "current"
@@ -36,6 +36,9 @@ def describe(definition: type[Workflow[Any]]) -> dict[str, Any]:
                 "name": state.name,
                 "initial": state.initial,
                 "final": state.final,
+                "cancelled": state.cancelled,
+                "sla_seconds": None if state.sla is None else state.sla.total_seconds(),
+                "operator_cancel": (state.name, CANCEL_EVENT) in spec.routes,
                 "description": state.description,
                 "timers": [t.name for t in state.timers],
                 "allowed_events": list(spec.allowed_events[state.name]),
@@ -102,7 +105,7 @@ def _edge_label(spec: WorkflowSpec, transition: TransitionSpec) -> str:
         state = spec.states[transition.sources[0]]
         delay = next(t.delay for t in state.timers if t.name == transition.timer)
         return f"after {format_delay(delay)}"
-    label = transition.event or ""
+    label = "operator cancel" if transition.event == CANCEL_EVENT else transition.event or ""
     guard = _callable_name(transition.guard)
     if guard is not None:
         label += f" if {guard}"

@@ -20,11 +20,16 @@ from engine.declarations import (
     Action,
     EmptyPayload,
     Guard,
+    OperatorCancel,
     RetryPolicy,
     State,
     Transitions,
 )
 from engine.errors import DefinitionError
+
+RESERVED_EVENT_PREFIX = "conveyor."
+"""Event types Conveyor keeps for itself: only ``conveyor.cancel``, sent by an operator's
+cancel (never by a client: the API and the worker refuse the prefix), may have routes."""
 
 RESERVED_TIMER_PREFIX = "conveyor."
 """Timer names Conveyor keeps for itself (``conveyor.retry`` fires durable retries)."""
@@ -305,6 +310,15 @@ def compile_workflow(cls: type) -> WorkflowSpec:
         payload_schemas[event_type] = schema
     handled = {t.event for t in transitions if t.event is not None}
     start_event = getattr(cls, "start_event", None)
+    for event_type in sorted(handled | set(payload_schemas) | {start_event or ""}):
+        if event_type.startswith(RESERVED_EVENT_PREFIX) and event_type != CANCEL_EVENT:
+            raise fail(
+                f"event type '{event_type}' is reserved: types starting with "
+                f"'{RESERVED_EVENT_PREFIX}' are Conveyor's own (declare an operator cancel "
+                "with on_cancel)"
+            )
+    if CANCEL_EVENT in handled:
+        payload_schemas.setdefault(CANCEL_EVENT, OperatorCancel)
     for event_type in handled:
         payload_schemas.setdefault(event_type, EmptyPayload)
     validated = frozenset(
@@ -370,7 +384,10 @@ def compile_workflow(cls: type) -> WorkflowSpec:
     timer_routes = {
         (t.sources[0], t.timer): route(t, t.sources[0]) for t in transitions if t.timer is not None
     }
-    allowed = {n: tuple(sorted(e for (s, e) in routes if s == n)) for n in states}
+    # What clients may send in each state: the operator's cancel is not theirs to send.
+    allowed = {
+        n: tuple(sorted(e for (s, e) in routes if s == n and e != CANCEL_EVENT)) for n in states
+    }
 
     return WorkflowSpec(
         name=name,

@@ -8,11 +8,15 @@ from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
-from engine.dsl import ActionContext, GuardContext, State, Workflow, on
+from engine.dsl import ActionContext, GuardContext, OperatorCancel, State, Workflow, on, on_cancel
 
 PAYMENT_TIMEOUT = timedelta(minutes=30)
 PACKING_SLA = timedelta(hours=24)
 RETURN_WINDOW = timedelta(days=7)
+REVIEW_SLA = timedelta(hours=4)
+DISPATCH_SLA = timedelta(hours=24)
+DELIVERY_SLA = timedelta(hours=48)
+REFUND_SLA = timedelta(days=3)
 MAX_DELIVERY_ATTEMPTS = 3
 
 
@@ -161,6 +165,15 @@ def request_refund(ctx: Ctx) -> None:
     )
 
 
+async def record_operator_cancel(ctx: ActionContext[OrderData, OperatorCancel]) -> None:
+    ctx.data.cancellation_reason = ctx.payload.reason or "cancelled by an operator"
+
+
+async def operator_cancel_and_refund(ctx: ActionContext[OrderData, OperatorCancel]) -> None:
+    await record_operator_cancel(ctx)
+    request_refund(ctx)
+
+
 async def cancel_and_refund(ctx: ActionContext[OrderData, CancellationRequested]) -> None:
     await record_cancellation(ctx)
     request_refund(ctx)
@@ -263,20 +276,28 @@ class Order(Workflow[OrderData]):
 
     placed = State("Order accepted; waiting for the customer to pay", initial=True)
     payment_pending = State("Payment started; cancelled if not captured in 30 minutes")
-    payment_review = State("Captured amount differs from the total; a person decides")
-    paid = State("Paid; the warehouse should pack within 24 hours", on_enter=[announce_paid])
+    payment_review = State(
+        "Captured amount differs from the total; a person decides", sla=REVIEW_SLA
+    )
+    paid = State(
+        "Paid; the warehouse should pack within 24 hours",
+        sla=PACKING_SLA,
+        on_enter=[announce_paid],
+    )
     packing_escalated = State("Packing is overdue; operations were alerted")
-    packed = State("Packed and waiting for the carrier")
+    packed = State("Packed and waiting for the carrier", sla=DISPATCH_SLA)
     shipped = State("Handed to the carrier", on_enter=[announce_shipped])
-    out_for_delivery = State("With the courier for delivery")
+    out_for_delivery = State("With the courier for delivery", sla=DELIVERY_SLA)
     delivered = State("Delivered; returns accepted for 7 days", on_enter=[mark_delivered])
     return_requested = State("Customer asked to return the order")
-    return_picked_up = State("Return collected; refund requested", on_enter=[request_refund])
+    return_picked_up = State(
+        "Return collected; refund requested", sla=REFUND_SLA, on_enter=[request_refund]
+    )
     rto = State("Undeliverable; returning to origin")
     completed = State("Return window closed", final=True)
     refunded = State("Returned and refunded", final=True, on_enter=[announce_refunded])
     returned_to_warehouse = State("Back in the warehouse after failed delivery", final=True)
-    cancelled = State("Cancelled before dispatch", final=True, on_enter=[announce_cancelled])
+    cancelled = State("Cancelled before dispatch", cancelled=True, on_enter=[announce_cancelled])
 
     start_payment = placed.on("payment.initiated").to(
         payment_pending, action=record_payment_initiated
@@ -300,6 +321,14 @@ class Order(Workflow[OrderData]):
     cancel_paid = on(
         "order.cancellation_requested", payment_review, paid, packing_escalated, packed
     ).to(cancelled, action=cancel_and_refund)
+    # An operator's cancel (POST /v1/instances/{id}/cancel) before dispatch: a paid order
+    # is refunded. Once shipped, an operator cancel only sets the status.
+    operator_cancel_unpaid = on_cancel(placed, payment_pending).to(
+        cancelled, action=record_operator_cancel
+    )
+    operator_cancel_paid = on_cancel(payment_review, paid, packing_escalated, packed).to(
+        cancelled, action=operator_cancel_and_refund
+    )
     packing_overdue = paid.after(PACKING_SLA, name="packing_overdue").to(
         packing_escalated, action=escalate_packing
     )

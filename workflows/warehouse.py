@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from engine.dsl import ActionContext, GuardContext, State, Workflow, on
+from engine.dsl import ActionContext, GuardContext, OperatorCancel, State, Workflow, on, on_cancel
 
 QC_REMINDER = timedelta(hours=4)
 CARRIER_PICKUP_REMINDER = timedelta(hours=12)
@@ -211,6 +211,10 @@ async def record_cancellation(ctx: ActionContext[OutboundData, AllocationCancell
     ctx.data.cancellation_reason = ctx.payload.reason
 
 
+async def record_operator_cancel(ctx: ActionContext[OutboundData, OperatorCancel]) -> None:
+    ctx.data.cancellation_reason = ctx.payload.reason or "cancelled by an operator"
+
+
 async def record_parcel(ctx: ActionContext[OutboundData, PackCompleted]) -> None:
     ctx.data.parcel_weight_grams = ctx.payload.weight_grams
 
@@ -260,7 +264,7 @@ class Outbound(Workflow[OutboundData]):
     packed = State("Parcel sealed and weighed")
     manifested = State("On the carrier manifest; waiting for pickup")
     dispatched = State("Handed to the carrier", final=True, on_enter=[announce_dispatched])
-    cancelled = State("Not fulfilled", final=True, on_enter=[announce_cancelled])
+    cancelled = State("Not fulfilled", cancelled=True, on_enter=[announce_cancelled])
 
     start_pick = allocated.on("pick.started").to(picking, action=assign_picker)
     complete_pick = picking.on("pick.completed").to(picked)
@@ -276,4 +280,7 @@ class Outbound(Workflow[OutboundData]):
     dispatch = manifested.on("dispatch.confirmed").to(dispatched)
     cancel = on("allocation.cancelled", allocated, picking, picked, packing, packed).to(
         cancelled, action=record_cancellation
+    )
+    operator_cancel = on_cancel(allocated, picking, picked, packing, packed).to(
+        cancelled, action=record_operator_cancel
     )

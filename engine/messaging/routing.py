@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from engine.model import Event
 from engine.registry import Registry, WorkflowDefinition
+from engine.spec import RESERVED_EVENT_PREFIX
 from engine.wire.cloudevents import (
     CloudEvent,
     Headers,
@@ -121,6 +122,12 @@ class Router:
         return self.route(topic, key, event)
 
     def route(self, topic: str, key: bytes | None, event: CloudEvent) -> Routed | Unroutable:
+        if event.type.startswith(RESERVED_EVENT_PREFIX):
+            return Unroutable(
+                "unknown_type",
+                f"type {event.type!r} is reserved: types starting with "
+                f"{RESERVED_EVENT_PREFIX!r} are Conveyor's own (an operator cancels over HTTP)",
+            )
         workflows = self.workflows_for(topic, event.type)
         if not workflows:
             where = (
