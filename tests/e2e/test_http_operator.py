@@ -61,7 +61,8 @@ async def test_stats_count_100k_instances_by_state_status_and_sla(
             text(
                 "insert into instances (id, workflow, version, business_key, state, data,"
                 " status, state_entered_at)"
-                " select gen_random_uuid(), 'order', 1, 'S-' || i, (cast(:states as text[]))[1 + i % 5],"
+                " select gen_random_uuid(), 'order', 1, 'S-' || i,"
+                " (cast(:states as text[]))[1 + i % 5],"
                 " jsonb_build_object('customer_id', 'C-' || (i % 100)),"
                 " case when i % 5 = 4 then 'cancelled' else 'active' end,"
                 " case when i % 5 = 2 and i % 2 = 0 then now() - interval '2 days' else now() end"
