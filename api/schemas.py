@@ -415,15 +415,11 @@ class ReplayDeadLetter(RequestBody):
         "subject, data, ...), replacing the stored message.",
     )
     data: dict[str, Any] | None = Field(
-        None, description="The corrected data of the stored CloudEvent (its other attributes stay)."
+        None,
+        description="The corrected data of the stored CloudEvent (its other attributes stay); "
+        "not together with value.",
     )
     new_id: bool = Field(False, description="Replay under a new CloudEvent id.")
-
-    @model_validator(mode="after")
-    def _one_correction(self) -> ReplayDeadLetter:
-        if self.value is not None and self.data is not None:
-            raise ValueError("give value or data, not both")
-        return self
 
 
 class DiscardDeadLetter(RequestBody):
@@ -456,13 +452,13 @@ class DeadLetterOut(DeadLetterSummaryOut):
     """A dead letter with its message and what happened to it."""
 
     key: str | None
-    key_encoding: Literal["utf-8", "base64"] | None
+    key_encoding: str | None = Field(description="utf-8 (the key as text) or base64")
     headers: list[list[HeaderPart]] = Field(
         description='[name, value] pairs; a part is text, or {"base64": ...} when its bytes '
         "are not UTF-8 (or hold NUL)."
     )
     value: str | None
-    value_encoding: Literal["utf-8", "base64"] | None
+    value_encoding: str | None = Field(description="utf-8 (the value as text) or base64")
     resolved_by: str | None = Field(description="The request id of the replay or discard.")
     resolution: dict[str, Any] | None = Field(
         description="What the replay did (status, instance_id, from_state, to_state, "
