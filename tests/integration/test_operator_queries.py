@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine import operations
-from engine.dsl import ActionContext, OperatorCancel, State, Workflow, on_cancel
+from engine.dsl import ActionContext, GuardContext, OperatorCancel, State, Workflow, on_cancel
 from engine.errors import CancelFailed, InstanceNotFound
 from engine.model import Instance, InstanceStatus
 from engine.runtime import Runtime
@@ -190,3 +190,32 @@ async def test_a_cancel_route_that_raises_cancels_nothing(
 async def test_cancel_of_a_missing_instance_is_not_found(runtime: Runtime) -> None:
     with pytest.raises(InstanceNotFound):
         await operations.cancel(runtime, uuid.uuid4())
+
+
+def cancellable(ctx: GuardContext[Flaky, OperatorCancel]) -> bool:
+    return ctx.data.note == "cancellable"
+
+
+class GuardedCancel(Workflow[Flaky]):
+    name = "test.guarded_cancel"
+    data_schema = Flaky
+
+    open = State(initial=True)
+    void = State(cancelled=True)
+
+    operator_cancel = on_cancel(open).to(void, guard=cancellable)
+
+
+async def test_a_cancel_route_whose_guard_refuses_falls_back_to_the_status(
+    db: AsyncEngine, settings: Settings, clock: FakeClock
+) -> None:
+    runtime = Runtime(db, registry(GuardedCancel), topic_prefix=settings.topic_prefix, clock=clock)
+    refused = (await runtime.start("test.guarded_cancel", "G-1", {})).instance
+    allowed = (await runtime.start("test.guarded_cancel", "G-2", {"note": "cancellable"})).instance
+    by_status = await operations.cancel(runtime, refused.id, reason="x")
+    assert (by_status.mode, by_status.instance.state) == ("status", "open")
+    assert by_status.instance.status is InstanceStatus.CANCELLED
+    outcomes = [h.outcome for h in await runtime.history(refused.id)]
+    assert outcomes[-1] == "cancelled"
+    by_route = await operations.cancel(runtime, allowed.id, reason="x")
+    assert (by_route.mode, by_route.instance.state) == ("transition", "void")
