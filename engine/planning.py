@@ -139,7 +139,8 @@ async def plan(
             failed = Outcome(event_id, "failed", current.instance.id, error=str(failure))
             result.results.append(Result(failed, failure))
             continue
-        seen.add((current.instance.id, event_id))
+        if claims_event_id(outcome.rejection):
+            seen.add((current.instance.id, event_id))
         result.results.append(Result(outcome))
     for item in working.values():
         if item.changed:
@@ -292,7 +293,8 @@ def _record_rejection(
             request_id=_request_id(trigger),
         )
     )
-    writes.inbox(trigger.event_id, instance.id, "rejected")
+    if claims_event_id(rejection):
+        writes.inbox(trigger.event_id, instance.id, "rejected")
     status: OutcomeStatus = "stale" if rejection.reason == "stale_timer" else "rejected"
     return Outcome(
         trigger.event_id,
@@ -304,6 +306,13 @@ def _record_rejection(
         rejection=rejection,
         instance=_snapshot_of(current, None),
     )
+
+
+def claims_event_id(rejection: Rejection | None) -> bool:
+    """Whether a decided trigger uses up its event id (an inbox row). A payload that
+    failed its schema does not: the same id with a corrected payload may still apply (a
+    dead letter's replay, or a client's fixed retry); its history row is written anyway."""
+    return rejection is None or rejection.reason != "invalid_payload"
 
 
 def _behind_retry(

@@ -9,8 +9,9 @@ One batch at a time, while a fetch loop keeps reading ahead (together at most
 2. run the batch's starts (concurrently across business keys, in order within one), then
    apply its events with one ``Runtime.send_many`` transaction (in order per instance):
    :mod:`engine.messaging.delivery`, which returns the dead letters;
-3. publish the dead letters (bad messages, invalid payloads, events for no instance) and
-   wait for the broker's acknowledgement;
+3. record the dead letters (bad messages, invalid payloads, events for no instance) in
+   PostgreSQL (``dead_letters``; a redelivered one updates its row), then publish them
+   and wait for the broker's acknowledgement;
 4. commit the batch's offsets to Kafka. Only now: a crash before this point redelivers the
    batch, and the inbox turns the redelivery into duplicates with no effect. The commit
    runs while the next batch is fetched and applied (one commit in flight at a time, so
@@ -50,6 +51,7 @@ from engine.messaging.waits import first_of
 from engine.observability import get_logger
 from engine.runtime import Runtime
 from engine.settings import Settings
+from engine.store import dead_letters
 from engine.store.database import ping
 from engine.transient import is_database_unavailable, is_transient
 
@@ -328,6 +330,9 @@ class EventConsumer:
                 letters = await self._delivery.deliver(records, routed)
                 self.outage.succeeded()
                 if letters:
+                    # Stored before they are published and the offsets committed: a crash
+                    # anywhere leaves none unrecorded, and a redelivery updates its row.
+                    await dead_letters.record(self.runtime.db, letters)
                     await deadletter.publish(
                         await self._dlq_producer(), self.router.names.deadletter, letters
                     )

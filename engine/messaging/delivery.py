@@ -17,7 +17,7 @@ from collections.abc import Coroutine, Iterable, Sequence
 from typing import Any
 
 from engine.errors import InstanceConflict, PayloadInvalid, UnknownWorkflow
-from engine.messaging.deadletter import DeadLetter
+from engine.messaging.deadletter import DeadLetter, subject_of
 from engine.messaging.fetched import Record
 from engine.messaging.metrics import WorkerMetrics
 from engine.messaging.routing import (
@@ -28,7 +28,7 @@ from engine.messaging.routing import (
     group_starts,
     starts_first,
 )
-from engine.model import Event, Outcome
+from engine.model import Event, Outcome, StartResult
 from engine.observability import get_logger
 from engine.runtime import Runtime
 from engine.transient import is_transient
@@ -66,12 +66,14 @@ class BatchDelivery:
         else:
             await _all(self._apply_lane(lane, verdicts) for lane in lanes)
         letters: list[DeadLetter] = []
-        for record, verdict in zip(records, verdicts, strict=True):
+        for record, result, verdict in zip(records, routed, verdicts, strict=True):
             # A message is dead when none of its deliveries took effect.
             if verdict and all(v is not None for v in verdict):
                 first = verdict[0]
                 assert first is not None
-                letters.append(DeadLetter.of(record, first.reason, first.detail))
+                letters.append(
+                    DeadLetter.of(record, first.reason, first.detail, subject_of(record, result))
+                )
         self.metrics.batch_applied(len(records), time.perf_counter() - started)
         return letters
 
@@ -131,29 +133,9 @@ class BatchDelivery:
         await _all(run_group(group) for group in group_starts(starts))
 
     async def _start(self, start: StartCommand) -> Unroutable | None:
-        try:
-            result = await self.runtime.start(
-                start.workflow,
-                start.business_key,
-                start.data,
-                idempotency_key=start.idempotency_key,
-                source="kafka",
-                # The CloudEvent id (which routing also made the idempotency key): the
-                # start's history row and state_changed message carry it.
-                event_id=start.idempotency_key,
-            )
-        except PayloadInvalid as exc:
-            fields = "; ".join(f"{f.path}: {f.message}" for f in exc.field_errors)
-            return Unroutable("invalid_payload", f"{exc}{' (' + fields + ')' if fields else ''}")
-        except InstanceConflict as exc:
-            return Unroutable("instance_conflict", str(exc))
-        except UnknownWorkflow as exc:
-            return Unroutable("unknown_type", str(exc))
-        except Exception as exc:
-            if is_transient(exc):
-                raise
-            log.exception("start cannot be applied", idempotency_key=start.idempotency_key)
-            return Unroutable("processing_error", f"{type(exc).__name__}: {exc}")
+        result = await apply_start(self.runtime, start)
+        if isinstance(result, Unroutable):
+            return result
         instance = result.instance
         if result.created:
             self.metrics.started += 1
@@ -205,9 +187,6 @@ class BatchDelivery:
             metrics.duplicates += 1
         elif status == "rejected":
             metrics.rejected += 1
-            rejection = outcome.rejection
-            if rejection is not None and rejection.reason == "invalid_payload":
-                return Unroutable("invalid_payload", rejection.message)
         elif status == "failed":
             metrics.failed += 1
         elif status == "retrying":
@@ -216,12 +195,55 @@ class BatchDelivery:
             metrics.parked += 1  # applied after the instance's retry, in order
         elif status == "stale":
             metrics.stale += 1
-        elif status == "not_found":
-            return Unroutable(
-                "no_instance",
-                f"event {outcome.event_id}: no instance for it, and its type starts no workflow",
-            )
-        return None
+        return outcome_verdict(outcome)
+
+
+async def apply_start(
+    runtime: Runtime, start: StartCommand, *, source: str = "kafka", request_id: str | None = None
+) -> StartResult | Unroutable:
+    """Run a routed start: what it started, or why its message is dead. Transient errors
+    propagate (the caller retries). The worker and a dead letter's replay share it."""
+    try:
+        return await runtime.start(
+            start.workflow,
+            start.business_key,
+            start.data,
+            idempotency_key=start.idempotency_key,
+            source=source,
+            request_id=request_id,
+            # The CloudEvent id (which routing also made the idempotency key): the
+            # start's history row and state_changed message carry it.
+            event_id=start.idempotency_key,
+        )
+    except PayloadInvalid as exc:
+        fields = "; ".join(f"{f.path}: {f.message}" for f in exc.field_errors)
+        return Unroutable("invalid_payload", f"{exc}{' (' + fields + ')' if fields else ''}")
+    except InstanceConflict as exc:
+        return Unroutable("instance_conflict", str(exc))
+    except UnknownWorkflow as exc:
+        return Unroutable("unknown_type", str(exc))
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+        log.exception("start cannot be applied", idempotency_key=start.idempotency_key)
+        return Unroutable("processing_error", f"{type(exc).__name__}: {exc}")
+
+
+def outcome_verdict(outcome: Outcome) -> Unroutable | None:
+    """Whether an event's outcome leaves its message dead, and why: a payload that fails
+    its schema, or no instance to apply it to. Anything else took effect or is kept by the
+    runtime (applied, a duplicate, refused in this state and recorded in history, retrying,
+    parked, failed, a stale timer). The worker and a dead letter's replay share it."""
+    rejection = outcome.rejection
+    if outcome.status == "rejected" and rejection is not None:
+        if rejection.reason == "invalid_payload":
+            return Unroutable("invalid_payload", rejection.message)
+    elif outcome.status == "not_found":
+        return Unroutable(
+            "no_instance",
+            f"event {outcome.event_id}: no instance for it, and its type starts no workflow",
+        )
+    return None
 
 
 async def _all(coroutines: Iterable[Coroutine[Any, Any, None]]) -> None:
@@ -234,4 +256,4 @@ async def _all(coroutines: Iterable[Coroutine[Any, Any, None]]) -> None:
         raise failures.exceptions[0] from failures
 
 
-__all__ = ["BatchDelivery"]
+__all__ = ["BatchDelivery", "apply_start", "outcome_verdict"]
