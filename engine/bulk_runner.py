@@ -1,0 +1,290 @@
+"""Applying bulk jobs: a batch of items per transaction, shared safely by many runners.
+
+A batch claims pending items (``FOR UPDATE SKIP LOCKED``: another runner's batch is
+skipped, not waited for), locks their instances in id order, applies the action to each,
+and settles the items and the job's counters, all in one transaction. A crash (kill -9)
+loses an uncommitted batch whole: its items are still pending and the next runner applies
+them; a committed batch is never applied again. So every instance gets the action at most
+once, and, once a runner finishes the job, exactly once.
+
+Per item: ``cancel`` and ``retry`` run in a savepoint, so that one instance whose action
+raises is marked failed (with the error) and the batch goes on. A transient error (the
+database went away, a deadlock) aborts the batch instead, which is then run again.
+``send_event`` applies the batch's events together (the event id
+``bulk:<job>:<instance>`` makes a redo a duplicate); an event whose action raised changed
+nothing and its item stays pending: after the commit it goes through the runtime's normal
+path, with its transition's retry policy (retried at once, or left ``retrying`` for a
+timer), and its item is settled by what that did.
+
+Every worker runs a :class:`JobRunner` service; ``conveyor instances cancel|retry`` runs
+the same batches for its job while it shows the progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Sequence
+
+import asyncpg
+
+from engine import operations
+from engine.applier import retry_conflicts
+from engine.errors import InvalidState
+from engine.liveness import DatabaseOutage
+from engine.model import Event, Instance, Outcome
+from engine.observability import get_logger
+from engine.runtime import Runtime
+from engine.store import jobs
+from engine.store import statements as sql
+from engine.store.database import driver_transaction
+from engine.store.jobs import Job, Settled
+from engine.store.queries import instance_from_row
+from engine.transient import is_transient
+
+log = get_logger("conveyor.bulk")
+
+BATCH_SIZE = 200
+"""Items per transaction."""
+
+GONE = "the instance no longer exists"
+
+
+def event_id(job_id: uuid.UUID, instance_id: uuid.UUID) -> str:
+    """The id of the event a ``send_event`` job sends to an instance (once in effect)."""
+    return f"bulk:{job_id}:{instance_id}"
+
+
+class JobRunner:
+    """Applies running bulk jobs, batch by batch, until stopped."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        batch_size: int = BATCH_SIZE,
+        poll_interval: float = 1.0,
+        retry_max: float = 5.0,
+        outage: DatabaseOutage | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.retry_max = retry_max
+        self.outage = outage or DatabaseOutage(float("inf"))
+        self.applied = 0
+
+    # ------------------------------------------------------------------ the service
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Apply running jobs until ``stop`` is set; poll every ``poll_interval`` when idle.
+        Survives database outages (backing off), like the other services."""
+        log.info("bulk job runner started")
+        delay = self.poll_interval
+        while not stop.is_set():
+            try:
+                worked = await self.run_pending(stop)
+            except Exception as exc:  # the loop must survive whatever one round meets
+                if is_transient(exc):
+                    self.outage.failed(exc)
+                    log.warning(
+                        "bulk job round failed; retrying",
+                        error=f"{type(exc).__name__}: {exc}",
+                        retry_in=delay,
+                    )
+                else:
+                    log.exception("bulk job round failed", retry_in=delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(delay * 2, self.retry_max)
+                continue
+            self.outage.succeeded()
+            delay = self.poll_interval
+            if not worked:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.poll_interval)
+        log.info("bulk job runner stopped", applied=self.applied)
+
+    async def run_pending(self, stop: asyncio.Event | None = None) -> int:
+        """Run every running job until it has no item left to claim; the items done."""
+        done = 0
+        for job_id in await jobs.running(self.runtime.db, limit=20):
+            if stop is not None and stop.is_set():
+                break
+            done += await self.run_job(job_id, stop)
+        return done
+
+    async def run_job(self, job_id: uuid.UUID, stop: asyncio.Event | None = None) -> int:
+        """Apply batches of the job until none is left to claim (or ``stop``); the items
+        this runner settled."""
+        job = await jobs.get(self.runtime.db, job_id)
+        done = 0
+        while job is not None and job.status == "running":
+            if stop is not None and stop.is_set():
+                break
+            claimed = await self.run_batch(job)
+            done += claimed
+            if not claimed:
+                break
+        return done
+
+    # ------------------------------------------------------------------ one batch
+
+    async def run_batch(self, job: Job) -> int:
+        """Claim, apply and settle one batch of ``job`` (run again if it loses a race);
+        completes the job when nothing is pending. Returns the items claimed."""
+        leftover: list[Event] = []
+
+        async def once() -> int:
+            leftover.clear()
+            async with driver_transaction(self.runtime.db) as conn:
+                ids = await jobs.claim(conn, job.id, self.batch_size)
+                now = self.runtime.clock()
+                if not ids:
+                    if await jobs.complete_if_done(conn, job.id, now):
+                        log.info("bulk job completed", job_id=str(job.id), action=job.action)
+                    return 0
+                if job.action == "send_event":
+                    settled = await self._send_events(conn, job, ids, leftover)
+                else:
+                    settled = await self._each(conn, job, ids)
+                await jobs.settle(conn, job.id, settled, now)
+            return len(ids)
+
+        claimed = await retry_conflicts(once)
+        if leftover:
+            await self._apply_failed_events(job, leftover)
+        self.applied += claimed
+        return claimed
+
+    async def _each(
+        self, conn: asyncpg.Connection, job: Job, ids: Sequence[uuid.UUID]
+    ) -> list[Settled]:
+        rows = await conn.fetch(sql.LOCK_INSTANCES, sorted(ids))
+        found = {r["id"]: instance_from_row(r) for r in rows}
+        settled = []
+        for instance_id in ids:
+            instance = found.get(instance_id)
+            if instance is None:
+                settled.append(Settled(instance_id, "skipped", GONE))
+                continue
+            settled.append(await self._apply_one(conn, job, instance))
+        return settled
+
+    async def _apply_one(self, conn: asyncpg.Connection, job: Job, instance: Instance) -> Settled:
+        """Cancel or retry one locked instance in a savepoint."""
+        try:
+            async with conn.transaction():
+                if job.action == "cancel":
+                    return await self._cancel(conn, job, instance)
+                return await self._retry(conn, job, instance)
+        except InvalidState as exc:
+            return Settled(instance.id, "skipped", str(exc))
+        except Exception as exc:
+            if is_transient(exc):
+                raise  # the whole batch is run again
+            log.warning(
+                "bulk action failed for an instance",
+                job_id=str(job.id),
+                instance_id=str(instance.id),
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            return Settled(instance.id, "failed", f"{type(exc).__name__}: {exc}"[:2000])
+
+    async def _cancel(self, conn: asyncpg.Connection, job: Job, instance: Instance) -> Settled:
+        cancelled = await operations.cancel_locked(
+            self.runtime,
+            conn,
+            instance,
+            reason=str(job.spec.get("reason", "")),
+            request_id=job.request_id,
+            status_only=bool(job.spec.get("status_only", False)),
+        )
+        if cancelled.mode == "already":
+            return Settled(instance.id, "skipped", "already cancelled")
+        how = f"transition {cancelled.transition}" if cancelled.transition else cancelled.mode
+        return Settled(instance.id, "succeeded", f"cancelled ({how})")
+
+    async def _retry(self, conn: asyncpg.Connection, job: Job, instance: Instance) -> Settled:
+        outcome = await operations.retry_locked(
+            self.runtime, conn, instance, request_id=job.request_id
+        )
+        if outcome.status in ("failed", "retrying"):
+            return Settled(
+                instance.id,
+                "failed",
+                f"retried; the step failed again (now {outcome.status}): {outcome.error}",
+            )
+        return Settled(instance.id, "succeeded", f"retried ({outcome.status})")
+
+    # ------------------------------------------------------------------ send_event
+
+    def _event(self, job: Job, instance_id: uuid.UUID) -> Event:
+        event = job.spec["event"]
+        return Event(
+            type=event["type"],
+            event_id=event_id(job.id, instance_id),
+            payload=event.get("payload") or {},
+            instance_id=instance_id,
+            source="operator",
+            request_id=job.request_id,
+        )
+
+    async def _send_events(
+        self, conn: asyncpg.Connection, job: Job, ids: Sequence[uuid.UUID], leftover: list[Event]
+    ) -> list[Settled]:
+        """Apply the batch's events together; those whose action raised wrote nothing and
+        go to ``leftover`` (their items stay pending)."""
+        events = [self._event(job, i) for i in sorted(ids)]
+        results = await self.runtime.applier.apply_locked(conn, events)
+        settled = []
+        for event, result in zip(events, results, strict=True):
+            assert event.instance_id is not None
+            if result.failure is not None or result.outcome.status in ("failed", "deferred"):
+                leftover.append(event)
+                continue
+            settled.append(_settled_event(event.instance_id, result.outcome))
+        return settled
+
+    async def _apply_failed_events(self, job: Job, events: Sequence[Event]) -> None:
+        """Events whose action raised, through the runtime's path with their retry
+        policies; then settle their items (unless another runner did meanwhile)."""
+        outcomes = await self.runtime.send_many(events)
+        settled = [
+            _settled_event(e.instance_id, o)
+            for e, o in zip(events, outcomes, strict=True)
+            if e.instance_id is not None
+        ]
+
+        async def once() -> None:
+            async with driver_transaction(self.runtime.db) as conn:
+                await jobs.settle(conn, job.id, settled, self.runtime.clock())
+
+        await retry_conflicts(once)
+
+
+def _settled_event(instance_id: uuid.UUID, outcome: Outcome) -> Settled:
+    status = outcome.status
+    if status == "applied":
+        return Settled(instance_id, "succeeded", None)
+    if status == "duplicate":
+        return Settled(instance_id, "succeeded", "already applied")
+    if status == "parked":
+        return Settled(instance_id, "succeeded", "parked behind the instance's retry")
+    if status == "rejected":
+        message = outcome.rejection.message if outcome.rejection else outcome.error
+        return Settled(instance_id, "skipped", message or "rejected")
+    if status == "not_found":
+        return Settled(instance_id, "skipped", GONE)
+    if status == "retrying":
+        return Settled(
+            instance_id,
+            "failed",
+            f"action failed: {outcome.error}; the instance is retrying (its retry policy "
+            "applies the event again)",
+        )
+    return Settled(instance_id, "failed", f"{status}: {outcome.error}")
+
+
+__all__ = ["BATCH_SIZE", "JobRunner", "event_id"]

@@ -1,0 +1,308 @@
+"""Bulk actions as durable jobs: the target set is fixed at creation, batches are applied
+and settled in one transaction each, and no instance gets the action twice, even when a
+batch dies half-way or two runners share the job."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from engine import bulk
+from engine.bulk_runner import JobRunner
+from engine.errors import InvalidRequest, UnknownWorkflow
+from engine.model import Event, Instance, InstanceStatus
+from engine.runtime import Runtime
+from engine.store.jobs import Job
+from tests import flows
+from tests.integration.test_runtime import order_data
+
+
+@pytest.fixture(autouse=True)
+def _reset_failures() -> Iterator[None]:
+    flows.FAILURES.clear()
+    yield
+    flows.FAILURES.clear()
+
+
+async def counters(runtime: Runtime, prefix: str, n: int) -> list[Instance]:
+    return [
+        (await runtime.start("test.counter", f"{prefix}-{i}", {"key": f"{prefix}-{i}"})).instance
+        for i in range(n)
+    ]
+
+
+async def scalar(db: AsyncEngine, query: str, **params: Any) -> Any:
+    async with db.connect() as conn:
+        return (await conn.execute(text(query), params)).scalar_one()
+
+
+async def rows(db: AsyncEngine, query: str, **params: Any) -> list[Any]:
+    async with db.connect() as conn:
+        return list((await conn.execute(text(query), params)).all())
+
+
+def cancel_request(**filters: Any) -> bulk.BulkRequest:
+    return bulk.BulkRequest("cancel", bulk.parse_filter(filters), reason="bulk test")
+
+
+async def run_to_end(runtime: Runtime, job: Job, batch_size: int = 7) -> Job:
+    await JobRunner(runtime, batch_size=batch_size).run_job(job.id)
+    return await bulk.get(runtime, job.id)
+
+
+async def cancel_events_per_instance(db: AsyncEngine, ids: list[uuid.UUID]) -> dict[Any, int]:
+    found = await rows(
+        db,
+        "select instance_id, count(*) from history where event_type = 'conveyor.cancel'"
+        " and instance_id = any(:ids) group by instance_id",
+        ids=ids,
+    )
+    return {r[0]: r[1] for r in found}
+
+
+async def test_a_dry_run_counts_and_samples_the_matching_instances_and_writes_nothing(
+    runtime: Runtime, db: AsyncEngine
+) -> None:
+    made = await counters(runtime, "D", 25)
+    preview = await bulk.preview(runtime, cancel_request(workflow="test.counter"))
+    assert preview.count == 25
+    assert [i.id for i in preview.sample] == [i.id for i in made[: bulk.SAMPLE_SIZE]]
+    assert await scalar(db, "select count(*) from jobs") == 0
+    assert await scalar(db, "select count(*) from job_items") == 0
+
+
+def test_an_empty_or_unknown_filter_is_refused_with_the_names() -> None:
+    with pytest.raises(InvalidRequest, match='"all": true'):
+        bulk.parse_filter({})
+    with pytest.raises(InvalidRequest, match="unknown filter 'colour'"):
+        bulk.parse_filter({"workflow": "order", "colour": "red"})
+    with pytest.raises(InvalidRequest, match="status"):
+        bulk.parse_filter({"status": "sleeping"})
+    assert bulk.parse_filter({"all": True}).is_empty()
+
+
+async def test_data_filters_need_the_workflow_and_its_declared_fields(runtime: Runtime) -> None:
+    await runtime.start("order", "O-1", order_data("O-1"))
+    other = {**order_data("O-2"), "customer_id": "C-9"}
+    await runtime.start("order", "O-2", other)
+    with pytest.raises(InvalidRequest, match="data needs workflow"):
+        await bulk.preview(runtime, cancel_request(data={"customer_id": "C-9"}))
+    with pytest.raises(InvalidRequest, match="declares no field 'colour'"):
+        await bulk.preview(runtime, cancel_request(workflow="order", data={"colour": "red"}))
+    with pytest.raises(UnknownWorkflow):
+        await bulk.preview(runtime, cancel_request(workflow="nope", data={"a": "b"}))
+    matched = await bulk.preview(
+        runtime, cancel_request(workflow="order", data={"customer_id": "C-9"})
+    )
+    assert [i.business_key for i in matched.sample] == ["O-2"]
+    by_state = await bulk.preview(runtime, cancel_request(workflow="order", state="placed"))
+    assert by_state.count == 2
+
+
+async def test_bulk_cancel_cancels_each_instance_once_and_skips_with_reasons(
+    runtime: Runtime, db: AsyncEngine
+) -> None:
+    made = await counters(runtime, "C", 30)
+    for instance in made[:5]:
+        await runtime.send(Event("counter.close", f"close-{instance.id}", instance_id=instance.id))
+    job, created = await bulk.create(
+        runtime, cancel_request(workflow="test.counter"), request_id="req-1"
+    )
+    assert created
+    assert (job.total, job.status) == (30, "running")
+    # Instances started after creation are not targets: the set was fixed.
+    late = await counters(runtime, "L", 2)
+    done = await run_to_end(runtime, job)
+    assert (done.status, done.succeeded, done.skipped, done.failed) == ("completed", 25, 5, 0)
+    assert bulk.progress(done) == 1.0
+    assert done.finished_at is not None
+    skipped = await bulk.items(runtime, job.id, status="skipped")
+    assert {i.instance_id for i in skipped} == {i.id for i in made[:5]}
+    assert all("completed" in (i.reason or "") for i in skipped)
+    ids = [i.id for i in made]
+    assert set((await cancel_events_per_instance(db, ids)).values()) == {1}
+    assert len(await cancel_events_per_instance(db, ids)) == 25
+    for instance in late:
+        assert (await runtime.get(instance.id)).status is InstanceStatus.ACTIVE
+    # Running it again changes nothing: every item is settled.
+    again = await run_to_end(runtime, job)
+    assert (again.succeeded, again.skipped) == (25, 5)
+    history = await runtime.history(made[10].id)
+    assert history[-1].request_id == "req-1"
+    assert history[-1].reason == "bulk test"
+
+
+async def test_an_order_cancelled_in_bulk_takes_its_cancel_route(runtime: Runtime) -> None:
+    started = (await runtime.start("order", "O-7", order_data("O-7"))).instance
+    job, _ = await bulk.create(runtime, cancel_request(ids=[str(started.id)]))
+    done = await run_to_end(runtime, job)
+    assert done.succeeded == 1
+    (item,) = await bulk.items(runtime, job.id)
+    assert item.reason == "cancelled (transition operator_cancel_unpaid)"
+    after = await runtime.get(started.id)
+    assert (after.state, after.status) == ("cancelled", InstanceStatus.CANCELLED)
+
+
+async def test_a_second_cancel_job_skips_instances_already_cancelled(runtime: Runtime) -> None:
+    await counters(runtime, "A", 4)
+    first, _ = await bulk.create(runtime, cancel_request(workflow="test.counter"))
+    await run_to_end(runtime, first)
+    second, _ = await bulk.create(runtime, cancel_request(workflow="test.counter"))
+    done = await run_to_end(runtime, second)
+    assert (done.succeeded, done.skipped) == (0, 4)
+    assert {i.reason for i in await bulk.items(runtime, second.id)} == {"already cancelled"}
+
+
+async def test_bulk_retry_resumes_failed_instances_and_skips_the_others(
+    runtime: Runtime,
+) -> None:
+    made = await counters(runtime, "R", 6)
+    for instance in made[:4]:
+        flows.FAILURES[instance.business_key] = 3  # every attempt of the policy fails
+        outcome = await runtime.send(
+            Event("counter.label", f"label-{instance.id}", {"label": "x"}, instance.id)
+        )
+        assert outcome.status == "failed"
+    flows.FAILURES[made[3].business_key] = 3  # this one fails its retry too
+    request = bulk.BulkRequest("retry", bulk.parse_filter({"workflow": "test.counter"}))
+    job, _ = await bulk.create(runtime, request)
+    done = await run_to_end(runtime, job, batch_size=4)
+    assert (done.succeeded, done.skipped, done.failed) == (3, 2, 1)
+    for instance in made[:3]:
+        after = await runtime.get(instance.id)
+        assert (after.state, after.status, after.data["label"]) == (
+            "labelled",
+            InstanceStatus.ACTIVE,
+            "x",
+        )
+    (failed,) = await bulk.items(runtime, job.id, status="failed")
+    assert failed.instance_id == made[3].id
+    assert "failed again" in (failed.reason or "")
+    skipped = await bulk.items(runtime, job.id, status="skipped")
+    assert all("only failed or retrying" in (i.reason or "") for i in skipped)
+
+
+async def test_bulk_send_event_applies_once_and_maps_rejections_and_failures(
+    runtime: Runtime, db: AsyncEngine
+) -> None:
+    made = await counters(runtime, "E", 6)
+    closed = made[0]
+    await runtime.send(Event("counter.close", "close-0", instance_id=closed.id))
+    flows.FAILURES[made[1].business_key] = 1  # fails once: retried at once by its policy
+    flows.FAILURES[made[2].business_key] = 5  # fails every attempt the policy allows
+    request = bulk.BulkRequest(
+        "send_event",
+        bulk.parse_filter({"workflow": "test.counter"}),
+        event_type="counter.label",
+        payload={"label": "bulk"},
+    )
+    job, _ = await bulk.create(runtime, request)
+    done = await run_to_end(runtime, job, batch_size=10)
+    assert (done.status, done.succeeded, done.skipped, done.failed) == ("completed", 4, 1, 1)
+    (skipped,) = await bulk.items(runtime, job.id, status="skipped")
+    assert skipped.instance_id == closed.id
+    (failed,) = await bulk.items(runtime, job.id, status="failed")
+    assert failed.instance_id == made[2].id
+    assert "exploded" in (failed.reason or "")
+    assert (await runtime.get(made[2].id)).status is InstanceStatus.FAILED
+    for instance in (made[1], *made[3:]):
+        assert (await runtime.get(instance.id)).data["label"] == "bulk"
+    applied = await rows(
+        db,
+        "select instance_id from history where event_id like 'bulk:%' and outcome = 'applied'",
+    )
+    assert sorted(r[0] for r in applied) == sorted(i.id for i in (made[1], *made[3:]))
+
+
+class CrashingRunner(JobRunner):
+    """Dies (like a kill -9) in the middle of its second batch, after applying it."""
+
+    def __init__(self, runtime: Runtime, **options: Any) -> None:
+        super().__init__(runtime, **options)
+        self.batches = 0
+
+    async def _each(self, conn: Any, job: Job, ids: Any) -> Any:
+        settled = await super()._each(conn, job, ids)
+        self.batches += 1
+        if self.batches == 2:
+            raise SystemExit("crash before commit")
+        return settled
+
+
+async def test_a_batch_that_dies_before_its_commit_is_applied_again_by_the_next_runner(
+    runtime: Runtime, db: AsyncEngine
+) -> None:
+    made = await counters(runtime, "K", 20)
+    job, _ = await bulk.create(runtime, cancel_request(workflow="test.counter"))
+    with pytest.raises(SystemExit):
+        await CrashingRunner(runtime, batch_size=6).run_job(job.id)
+    halfway = await bulk.get(runtime, job.id)
+    assert (halfway.status, halfway.done) == ("running", 6)
+    active = await scalar(db, "select count(*) from instances where status = 'active'")
+    assert active == 14  # the second batch's cancels were rolled back with it
+    done = await run_to_end(runtime, job, batch_size=6)
+    assert (done.status, done.succeeded, done.skipped, done.failed) == ("completed", 20, 0, 0)
+    per_instance = await cancel_events_per_instance(db, [i.id for i in made])
+    assert per_instance == {i.id: 1 for i in made}
+
+
+async def test_runners_sharing_a_job_apply_each_instance_once(
+    runtime: Runtime, db: AsyncEngine
+) -> None:
+    made = await counters(runtime, "S", 60)
+    job, _ = await bulk.create(runtime, cancel_request(workflow="test.counter"))
+    await asyncio.gather(*(JobRunner(runtime, batch_size=5).run_job(job.id) for _ in range(4)))
+    done = await bulk.get(runtime, job.id)
+    assert (done.status, done.succeeded, done.skipped, done.failed) == ("completed", 60, 0, 0)
+    per_instance = await cancel_events_per_instance(db, [i.id for i in made])
+    assert per_instance == {i.id: 1 for i in made}
+
+
+async def test_a_cancelled_job_skips_what_it_had_not_reached(runtime: Runtime) -> None:
+    await counters(runtime, "X", 10)
+    job, _ = await bulk.create(runtime, cancel_request(workflow="test.counter"))
+    runner = JobRunner(runtime, batch_size=4)
+    assert await runner.run_batch(job) == 4
+    stopped = await bulk.cancel(runtime, job.id)
+    assert (stopped.status, stopped.succeeded, stopped.skipped) == ("cancelled", 4, 6)
+    assert stopped.finished_at is not None
+    assert await runner.run_batch(job) == 0
+    reasons = {i.reason for i in await bulk.items(runtime, job.id, status="skipped")}
+    assert reasons == {bulk.JOB_CANCELLED}
+    assert (await bulk.cancel(runtime, job.id)).status == "cancelled"  # unchanged
+
+
+async def test_creating_again_with_an_idempotency_key_finds_the_same_job(
+    runtime: Runtime,
+) -> None:
+    await counters(runtime, "I", 3)
+    request = cancel_request(workflow="test.counter")
+    first, created = await bulk.create(runtime, request, idempotency_key="key-1")
+    again, created_again = await bulk.create(runtime, request, idempotency_key="key-1")
+    assert (created, created_again) == (True, False)
+    assert again.id == first.id
+    with pytest.raises(bulk.JobKeyReused):
+        await bulk.create(runtime, cancel_request(state="open"), idempotency_key="key-1")
+
+
+async def test_a_job_larger_than_the_cap_is_refused_and_nothing_is_written(
+    runtime: Runtime, db: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await counters(runtime, "B", 4)
+    monkeypatch.setattr(bulk, "MAX_JOB_ITEMS", 3)
+    with pytest.raises(bulk.JobTooLarge, match="more than 3"):
+        await bulk.create(runtime, cancel_request(workflow="test.counter"))
+    assert await scalar(db, "select count(*) from jobs") == 0
+
+
+async def test_an_empty_job_completes_on_its_first_round(runtime: Runtime) -> None:
+    job, _ = await bulk.create(runtime, cancel_request(workflow="test.counter"))
+    assert job.total == 0
+    done = await run_to_end(runtime, job)
+    assert (done.status, bulk.progress(done)) == ("completed", 1.0)
