@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from api import schemas
+from api import bulk_schemas, schemas
 
 REF = "#/components/schemas/{model}"
 
@@ -29,6 +29,7 @@ MODELS: tuple[type[BaseModel], ...] = (
     schemas.WorkflowList,
     schemas.WorkflowDetail,
     schemas.Problem,
+    *bulk_schemas.BULK_MODELS,
 )
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from engine import data_filters
@@ -94,11 +95,15 @@ class BulkFilter(BaseModel):
         return not self.model_dump(exclude_none=True, exclude={"all"})
 
 
-def parse_filter(raw: Mapping[str, Any]) -> BulkFilter:
-    """``raw`` (a JSON object, or ``name=value`` texts from the CLI) as a filter;
-    InvalidRequest naming each unknown or bad filter, and refusing an empty one."""
+def parse_filter(raw: Mapping[str, Any], *, texts: bool = False) -> BulkFilter:
+    """``raw`` as a filter: a JSON object with JSON types (strictly: ``"2"`` is no
+    version), or, with ``texts``, ``name=value`` texts from the CLI (parsed by their
+    types). InvalidRequest naming each unknown or bad filter, and refusing an empty one."""
     try:
-        parsed = BulkFilter.model_validate(raw)
+        if texts:
+            parsed = BulkFilter.model_validate(raw)
+        else:
+            parsed = BulkFilter.model_validate_json(orjson.dumps(raw), strict=True)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
