@@ -35,23 +35,33 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 class LabelledCounter:
     """A labelled prometheus_client counter, counted as the handlers do:
-    ``inc(workflow, reason)``."""
+    ``inc(workflow, reason)``. Children are kept by label values: a request pays a dict
+    lookup, not ``labels()``'s validation and lock."""
 
     def __init__(self, metric: Counter) -> None:
         self.metric = metric
+        self._children: dict[tuple[str, ...], Counter] = {}
 
     def inc(self, *labels: str, amount: float = 1.0) -> None:
-        self.metric.labels(*labels).inc(amount)
+        child = self._children.get(labels)
+        if child is None:
+            child = self._children[labels] = self.metric.labels(*labels)
+        child.inc(amount)
 
 
 class LabelledHistogram:
-    """A labelled prometheus_client histogram: ``observe(seconds, route)``."""
+    """A labelled prometheus_client histogram: ``observe(seconds, route)`` (children kept
+    by label values, as :class:`LabelledCounter` does)."""
 
     def __init__(self, metric: Histogram) -> None:
         self.metric = metric
+        self._children: dict[tuple[str, ...], Histogram] = {}
 
     def observe(self, value: float, *labels: str) -> None:
-        self.metric.labels(*labels).observe(value)
+        child = self._children.get(labels)
+        if child is None:
+            child = self._children[labels] = self.metric.labels(*labels)
+        child.observe(value)
 
 
 class Transitions:
