@@ -183,7 +183,7 @@ async def send_event(request: Request, instance_id: str) -> HTTPResponse:
     instance = outcome.instance or await runtime.get(target)
     tag_request(request, workflow=instance.workflow)
     metrics = metrics_of(request)
-    metrics.transitions.inc(instance.workflow, outcome.status)
+    metrics.transitions.inc(instance.workflow, outcome.status, version=instance.version)
     if outcome.status == "rejected" and outcome.rejection is not None:
         metrics.rejections.inc(instance.workflow, outcome.rejection.reason)
         raise EventRejected(outcome.rejection)
@@ -231,7 +231,7 @@ async def cancel_instance(request: Request, instance_id: str) -> HTTPResponse:
             status_only=body.status_only,
         )
     instance = cancelled.instance
-    metrics_of(request).transitions.inc(instance.workflow, "cancelled")
+    metrics_of(request).transitions.inc(instance.workflow, "cancelled", version=instance.version)
     return json_response(
         {
             "mode": cancelled.mode,
@@ -251,7 +251,9 @@ async def retry_instance(request: Request, instance_id: str) -> HTTPResponse:
     async with timed(request, "retry"), _workflow_tagged_on_failure(request, target):
         outcome = await operations.retry(runtime, target, request_id=request_id_of(request))
     instance = await runtime.get(target)
-    metrics_of(request).transitions.inc(instance.workflow, f"retry_{outcome.status}")
+    metrics_of(request).transitions.inc(
+        instance.workflow, f"retry_{outcome.status}", version=instance.version
+    )
     status = 202 if outcome.status in ACCEPTED_NOT_APPLIED else 200
     return json_response(
         {"outcome": _outcome_json(outcome, None), "instance": runtime.instance_json(instance)},

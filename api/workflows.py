@@ -106,7 +106,9 @@ async def start_instance(request: Request, name: str) -> HTTPResponse:
         raise
     instance = result.instance
     tag_request(request, instance=str(instance.id))
-    metrics_of(request).transitions.inc(name, "started" if result.created else "duplicate")
+    metrics_of(request).transitions.inc(
+        name, "started" if result.created else "duplicate", version=instance.version
+    )
     response = idempotency.StoredResponse(
         201, orjson.dumps(runtime_of(request).instance_json(instance))
     )

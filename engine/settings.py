@@ -88,8 +88,8 @@ class Settings(BaseSettings):
         None,
         ge=0,
         le=65535,
-        description="Port of a worker's /health and /ready endpoint (off when unset; 0 picks "
-        "a free port and logs it).",
+        description="Port of a worker's /metrics, /health and /ready endpoint (off when "
+        "unset; 0 picks a free port and logs it).",
     )
     ready_timeout_seconds: float = Field(
         2.0, gt=0, description="Time each readiness check may take before it counts as down."

@@ -317,7 +317,7 @@ async def test_a_timer_fires_after_a_restart(
     finally:
         await second.db.dispose()
     assert [o.status for o in outcomes] == ["applied"]
-    assert (instance.state, instance.status) == ("cancelled", InstanceStatus.COMPLETED)
+    assert (instance.state, instance.status) == ("cancelled", InstanceStatus.CANCELLED)
     assert instance.data["cancellation_reason"] == "payment timeout"
     assert await rows(db, "select * from timers") == []
 
