@@ -18,6 +18,7 @@ from sanic.response import BaseHTTPResponse
 from api import openapi
 from api.auth import KeyCache, authenticate
 from api.bulk import bp as bulk_bp
+from api.dead_letters import bp as dead_letters_bp
 from api.health import bp as health_bp
 from api.instances import bp as instances_bp
 from api.metrics import Metrics, record_request
@@ -68,6 +69,7 @@ def create_app(
     app.blueprint(metrics_bp)
     app.blueprint(workflows_bp)
     app.blueprint(instances_bp)
+    app.blueprint(dead_letters_bp)
     app.blueprint(bulk_bp)
     app.blueprint(stats_bp)
     # One middleware each way (each costs a dispatch on every request). Order matters: the

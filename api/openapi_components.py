@@ -29,6 +29,7 @@ MODELS: tuple[type[BaseModel], ...] = (
     schemas.WorkflowList,
     schemas.WorkflowDetail,
     schemas.Problem,
+    *schemas.DEAD_LETTER_MODELS,
     *bulk_schemas.BULK_MODELS,
 )
 

@@ -19,6 +19,7 @@ import uvloop
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
+from engine.cli_deadletters import register as register_deadletters
 from engine.errors import InvalidRequest
 from engine.observability import configure_logging, get_logger
 from engine.settings import Settings, describe_invalid
@@ -291,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("prefix", help="the key's prefix, as `apikey list` shows it")
     p.set_defaults(func=cmd_apikey_revoke)
+    register_deadletters(sub)
 
     p = sub.add_parser(
         "emit",
