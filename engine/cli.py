@@ -19,6 +19,7 @@ import uvloop
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
+from engine import cli_instances
 from engine.cli_deadletters import register as register_deadletters
 from engine.errors import InvalidRequest
 from engine.observability import configure_logging, get_logger
@@ -309,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id", help="CloudEvent id (default: a new UUID); reuse it to test dedupe")
     p.add_argument("--source", default="conveyor/cli", help="CloudEvent source")
     p.set_defaults(func=cmd_emit)
+    cli_instances.add_parser(sub)
     return parser
 
 

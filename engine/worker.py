@@ -2,7 +2,8 @@
 
 Services: the Kafka event consumer (:mod:`engine.messaging.consumer`), the outbox relay
 (:mod:`engine.messaging.relay`), the timer scheduler (:mod:`engine.scheduler`), retention
-(:mod:`engine.store.retention`, hourly) and a metrics reporter. Each is an async callable
+(:mod:`engine.store.retention`, hourly), the bulk job runner (:mod:`engine.bulk_runner`,
+in every worker whatever ``worker_services`` says) and a metrics reporter. Each is an async callable
 that runs until the shared ``stop`` event is set and then returns after finishing its
 current batch. The worker stops them all on SIGTERM or SIGINT, within a bound; if one
 service dies, the worker stops the others and exits non-zero, so that its supervisor
@@ -28,6 +29,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
+from engine.bulk_runner import JobRunner
 from engine.exposition import process_registry, render
 from engine.gauges import DatabaseGauges
 from engine.gc_tuning import tune_gc
@@ -115,6 +117,7 @@ async def run_worker(
     ]
     chosen = set(settings.worker_services)
     services: list[tuple[str, Service]] = [(n, svc) for n, svc in available if n in chosen]
+    services.append(("bulk jobs", JobRunner(runtime, outage=outage).run))
     services.append(("metrics", report))
     tune_gc()
     health: HealthServer | None = None
