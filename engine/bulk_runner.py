@@ -41,7 +41,7 @@ from engine.store import statements as sql
 from engine.store.database import driver_transaction
 from engine.store.jobs import Job, Settled
 from engine.store.queries import instance_from_row
-from engine.transient import is_transient
+from engine.transient import is_database_unavailable, is_transient
 
 log = get_logger("conveyor.bulk")
 
@@ -86,7 +86,7 @@ class JobRunner:
             try:
                 worked = await self.run_pending(stop)
             except Exception as exc:  # the loop must survive whatever one round meets
-                if is_transient(exc):
+                if is_database_unavailable(exc):
                     self.outage.failed(exc)
                     log.warning(
                         "bulk job round failed; retrying",

@@ -171,6 +171,13 @@ async def test_the_cli_counts_asks_and_cancels_with_a_progress_bar(
     assert await count(db, cancelled) == 300
     job_id = done.stdout.split()[1]
 
+    retried = await asyncio.to_thread(
+        conveyor, settings, "instances", "retry", "--filter", "status=failed", "--yes"
+    )
+    assert retried.returncode == 0, retried.stderr
+    assert "0 instances match" in retried.stderr
+    assert "nothing to do" in retried.stderr
+
     shown = await asyncio.to_thread(conveyor, settings, "instances", "job", job_id)
     assert shown.returncode == 0, shown.stderr
     assert '"status": "completed"' in shown.stdout
