@@ -25,12 +25,16 @@ import asyncpg
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine.store.database import driver_connection
+from engine.store.database import driver_connection, driver_transaction
 
 DeadLetterStatus = Literal["pending", "replayed", "discarded"]
 STATUSES: tuple[DeadLetterStatus, ...] = ("pending", "replayed", "discarded")
 
 HeaderJSON = str | dict[str, str]
+
+CHUNK_BYTES = 16 * 1024 * 1024
+"""Messages (keys and values) per insert statement: a batch of large messages is written
+in several statements (in one transaction), never as one oversized parameter."""
 
 
 class NewDeadLetter(Protocol):
@@ -157,15 +161,24 @@ returning 1
 
 
 async def record(db: AsyncEngine, letters: Sequence[NewDeadLetter]) -> None:
-    """Store a batch's dead letters in one statement (one transaction); a letter already
-    stored (a redelivery) has its ``last_seen_at`` and ``seen_count`` updated instead."""
-    rows: dict[tuple[str, int, int], dict[str, Any]] = {}
-    for letter in letters:
-        rows[(letter.topic, letter.partition, letter.offset)] = _row(letter)
-    if not rows:
+    """Store a batch's dead letters in one transaction, with one statement per
+    :data:`CHUNK_BYTES` of messages; a letter already stored (a redelivery) has its
+    ``last_seen_at`` and ``seen_count`` updated instead."""
+    unique = {(d.topic, d.partition, d.offset): d for d in letters}
+    if not unique:
         return
-    async with driver_connection(db) as conn:
-        await conn.execute(RECORD, orjson.dumps(list(rows.values())).decode())
+    chunks: list[list[dict[str, Any]]] = [[]]
+    size = 0
+    for letter in unique.values():
+        length = len(letter.value or b"") + len(letter.key or b"")
+        if chunks[-1] and size + length > CHUNK_BYTES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(_row(letter))
+        size += length
+    async with driver_transaction(db) as conn:
+        for chunk in chunks:
+            await conn.execute(RECORD, orjson.dumps(chunk).decode())
 
 
 async def get(conn: asyncpg.Connection, letter_id: int) -> DeadLetterRecord | None:

@@ -61,6 +61,21 @@ async def test_recording_a_redelivered_dead_letter_keeps_one_row_and_counts_it(
     )
 
 
+async def test_a_batch_of_large_messages_is_recorded_in_several_statements(
+    runtime: Runtime, db: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store, "CHUNK_BYTES", 20)
+    batch = [
+        dead_letter(shared(runtime), None, "undecodable", value=bytes([n]) * 12, key=b"k")
+        for n in range(5)
+    ]
+    await store.record(db, batch)
+    await store.record(db, batch)
+    page = await deadletters.list_dead_letters(db, DeadLetterFilter())
+    assert sorted(r.value or b"" for r in page.items) == [bytes([n]) * 12 for n in range(5)]
+    assert {r.seen_count for r in page.items} == {2}
+
+
 async def test_key_headers_and_value_round_trip_byte_for_byte(
     runtime: Runtime, db: AsyncEngine
 ) -> None:
