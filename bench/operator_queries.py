@@ -13,9 +13,11 @@ machine's cores (and whatever else runs on it): read the figures as a ceiling.
 
     .venv/bin/python bench/operator_queries.py              # 10,000 and 1,000,000
     .venv/bin/python bench/operator_queries.py --quick      # 10,000 and 100,000
-    .venv/bin/python bench/operator_queries.py --large 5000000 --requests 400
+    .venv/bin/python bench/operator_queries.py --large 5000000 --requests 400 --seconds 60
 
-The schemas are dropped at the end, also after a failure or Ctrl-C.
+Each query runs up to --requests times per size (--concurrency in flight) or for at most
+--seconds, whichever ends first. The schemas are dropped at the end, also after a failure,
+Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -42,7 +44,6 @@ from http_api import drop_schema, free_port, prepare, process
 from engine.settings import Settings
 
 CUSTOMERS = 50_000
-HOUR = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
