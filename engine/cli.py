@@ -250,8 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--services",
         metavar="LIST",
-        help="comma-separated services to run: consumer, relay, scheduler, retention "
-        "(default: CONVEYOR_WORKER_SERVICES, else all); e.g. run the relay on its own with "
+        help="comma-separated services to run: consumer, relay, scheduler (due timers and "
+        "bulk jobs), retention (default: CONVEYOR_WORKER_SERVICES, else all); e.g. run the "
+        "relay on its own with "
         "--services relay and the consumers with --services consumer,scheduler,retention",
     )
     p.set_defaults(func=cmd_worker)

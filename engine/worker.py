@@ -1,9 +1,9 @@
 """The worker process: the long-running services that advance instances.
 
 Services: the Kafka event consumer (:mod:`engine.messaging.consumer`), the outbox relay
-(:mod:`engine.messaging.relay`), the timer scheduler (:mod:`engine.scheduler`), retention
-(:mod:`engine.store.retention`, hourly), the bulk job runner (:mod:`engine.bulk_runner`,
-in every worker whatever ``worker_services`` says) and a metrics reporter. Each is an async callable
+(:mod:`engine.messaging.relay`), the scheduler (due timers, :mod:`engine.scheduler`, and
+bulk jobs, :mod:`engine.bulk_runner`), retention (:mod:`engine.store.retention`, hourly)
+and a metrics reporter. Each is an async callable
 that runs until the shared ``stop`` event is set and then returns after finishing its
 current batch. The worker stops them all on SIGTERM or SIGINT, within a bound; if one
 service dies, the worker stops the others and exits non-zero, so that its supervisor
@@ -89,6 +89,11 @@ async def run_worker(
     )
     relay = OutboxRelay(db, settings, metrics=metrics, outage=outage)
     scheduler = TimerScheduler(runtime, outage=outage)
+    jobs = JobRunner(runtime, outage=outage)
+
+    async def timers_and_jobs(stop: asyncio.Event) -> None:
+        # Both poll PostgreSQL and share their work with other workers (SKIP LOCKED).
+        await asyncio.gather(scheduler.run(stop), jobs.run(stop))
 
     async def report(stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -99,7 +104,7 @@ async def run_worker(
     available: list[tuple[str, Service]] = [
         ("consumer", consumer.run),
         ("relay", relay.run),
-        ("scheduler", scheduler.run),
+        ("scheduler", timers_and_jobs),
         (
             "retention",
             partial(
@@ -117,7 +122,6 @@ async def run_worker(
     ]
     chosen = set(settings.worker_services)
     services: list[tuple[str, Service]] = [(n, svc) for n, svc in available if n in chosen]
-    services.append(("bulk jobs", JobRunner(runtime, outage=outage).run))
     services.append(("metrics", report))
     tune_gc()
     health: HealthServer | None = None

@@ -64,7 +64,7 @@ async def test_a_bulk_cancel_survives_a_killed_worker_and_cancels_each_order_onc
             check()
             return await settled() > 0
 
-        await wait_for(under_way, timeout=60, interval=0.02)
+        await wait_for(under_way, timeout=120, interval=0.02)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
     assert proc.returncode == -signal.SIGKILL
@@ -83,7 +83,7 @@ async def test_a_bulk_cancel_survives_a_killed_worker_and_cancels_each_order_onc
             return (await bulk.get(runtime, job.id)).status == "completed"
 
         try:
-            await wait_for(completed, timeout=120, interval=0.2)
+            await wait_for(completed, timeout=300, interval=0.2)
         except AssertionError as exc:
             stuck = await bulk.get(runtime, job.id)
             raise AssertionError(
