@@ -50,6 +50,10 @@ BATCH_SIZE = 200
 
 GONE = "the instance no longer exists"
 
+MAX_BATCH_ERRORS = 3
+"""Batches of one job in a row that may fail with a non-transient error (not an item's:
+those are caught per item) before this runner marks the job failed, with the error."""
+
 
 def event_id(job_id: uuid.UUID, instance_id: uuid.UUID) -> str:
     """The id of the event a ``send_event`` job sends to an instance (once in effect)."""
@@ -74,6 +78,7 @@ class JobRunner:
         self.retry_max = retry_max
         self.outage = outage or DatabaseOutage(float("inf"))
         self.applied = 0
+        self.batch_errors: dict[uuid.UUID, int] = {}
 
     # ------------------------------------------------------------------ the service
 
@@ -123,11 +128,31 @@ class JobRunner:
         while job is not None and job.status == "running":
             if stop is not None and stop.is_set():
                 break
-            claimed = await self.run_batch(job)
+            try:
+                claimed = await self.run_batch(job)
+            except Exception as exc:
+                if is_transient(exc) or not await self._gave_up(job, exc):
+                    raise
+                break
+            self.batch_errors.pop(job.id, None)
             done += claimed
             if not claimed:
                 break
         return done
+
+    async def _gave_up(self, job: Job, exc: Exception) -> bool:
+        """Count a batch that failed for a reason of its own; at :data:`MAX_BATCH_ERRORS`
+        in a row mark the job failed (its pending items stay pending) and say so."""
+        errors = self.batch_errors.get(job.id, 0) + 1
+        self.batch_errors[job.id] = errors
+        if errors < MAX_BATCH_ERRORS:
+            return False
+        self.batch_errors.pop(job.id, None)
+        error = {"error": f"{type(exc).__name__}: {exc}"[:2000], "batches_failed": errors}
+        async with driver_transaction(self.runtime.db) as conn:
+            await jobs.fail(conn, job.id, error, self.runtime.clock())
+        log.error("bulk job failed", job_id=str(job.id), exc_info=exc, **error)
+        return True
 
     # ------------------------------------------------------------------ one batch
 
@@ -235,9 +260,18 @@ class JobRunner:
         self, conn: asyncpg.Connection, job: Job, ids: Sequence[uuid.UUID], leftover: list[Event]
     ) -> list[Settled]:
         """Apply the batch's events together; those whose action raised wrote nothing and
-        go to ``leftover`` (their items stay pending)."""
+        go to ``leftover`` (their items stay pending). When the batch raises (not an
+        action: something like a workflow version no longer deployed), the events are
+        applied one by one, each in a savepoint, and the one that raises is failed."""
         events = [self._event(job, i) for i in sorted(ids)]
-        results = await self.runtime.applier.apply_locked(conn, events)
+        try:
+            async with conn.transaction():
+                results = await self.runtime.applier.apply_locked(conn, events)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            alone = [await self._send_one(conn, event, leftover) for event in events]
+            return [s for s in alone if s is not None]
         settled = []
         for event, result in zip(events, results, strict=True):
             assert event.instance_id is not None
@@ -247,15 +281,38 @@ class JobRunner:
             settled.append(_settled_event(event.instance_id, result.outcome))
         return settled
 
+    async def _send_one(
+        self, conn: asyncpg.Connection, event: Event, leftover: list[Event]
+    ) -> Settled | None:
+        assert event.instance_id is not None
+        try:
+            async with conn.transaction():
+                (result,) = await self.runtime.applier.apply_locked(conn, [event])
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            return Settled(event.instance_id, "failed", f"{type(exc).__name__}: {exc}"[:2000])
+        if result.failure is not None or result.outcome.status in ("failed", "deferred"):
+            leftover.append(event)
+            return None
+        return _settled_event(event.instance_id, result.outcome)
+
     async def _apply_failed_events(self, job: Job, events: Sequence[Event]) -> None:
         """Events whose action raised, through the runtime's path with their retry
         policies; then settle their items (unless another runner did meanwhile)."""
-        outcomes = await self.runtime.send_many(events)
-        settled = [
-            _settled_event(e.instance_id, o)
-            for e, o in zip(events, outcomes, strict=True)
-            if e.instance_id is not None
-        ]
+        try:
+            outcomes = await self.runtime.send_many(events)
+        except Exception as exc:
+            if is_transient(exc):
+                raise  # the items are still pending: the next round sends them again
+            error = f"{type(exc).__name__}: {exc}"[:2000]
+            settled = [Settled(e.instance_id, "failed", error) for e in events if e.instance_id]
+        else:
+            settled = [
+                _settled_event(e.instance_id, o)
+                for e, o in zip(events, outcomes, strict=True)
+                if e.instance_id is not None
+            ]
 
         async def once() -> None:
             async with driver_transaction(self.runtime.db) as conn:

@@ -256,6 +256,19 @@ async def complete_if_done(conn: asyncpg.Connection, job_id: uuid.UUID, now: dat
     return bool(done)
 
 
+async def fail(
+    conn: asyncpg.Connection, job_id: uuid.UUID, error: dict[str, Any], now: datetime
+) -> None:
+    """Mark a running job failed with ``error``; its pending items stay pending."""
+    await conn.execute(
+        "update jobs set status = 'failed', error = $2::jsonb, finished_at = $3, updated_at = $3"
+        " where id = $1 and status = 'running'",
+        job_id,
+        orjson.dumps(error).decode(),
+        now,
+    )
+
+
 async def cancel(conn: asyncpg.Connection, job_id: uuid.UUID, now: datetime, reason: str) -> Job:
     """Stop a running job: its pending items become skipped with ``reason`` (waiting for a
     batch that holds some to commit first) and the job ``cancelled``. A job that has
@@ -291,6 +304,7 @@ __all__ = [
     "claim",
     "complete_if_done",
     "create",
+    "fail",
     "get",
     "items",
     "preview",

@@ -14,13 +14,14 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine import bulk
-from engine.bulk_runner import JobRunner
+from engine.bulk_runner import MAX_BATCH_ERRORS, JobRunner
 from engine.errors import InvalidRequest, UnknownWorkflow
 from engine.model import Event, Instance, InstanceStatus
 from engine.runtime import Runtime
 from engine.store.jobs import Job
 from tests import flows
-from tests.integration.test_runtime import order_data
+from tests.integration.test_runtime import order_data, registry
+from workflows.order import Order
 
 
 @pytest.fixture(autouse=True)
@@ -306,3 +307,49 @@ async def test_an_empty_job_completes_on_its_first_round(runtime: Runtime) -> No
     assert job.total == 0
     done = await run_to_end(runtime, job)
     assert (done.status, bulk.progress(done)) == ("completed", 1.0)
+
+
+async def test_events_for_a_workflow_no_longer_deployed_fail_their_items_alone(
+    runtime: Runtime, db: AsyncEngine
+) -> None:
+    made = await counters(runtime, "U", 3)
+    request = bulk.BulkRequest(
+        "send_event",
+        bulk.parse_filter({"workflow": "test.counter"}),
+        event_type="counter.tick",
+    )
+    job, _ = await bulk.create(runtime, request)
+    # A runner whose registry lacks the counter workflow: its planning raises per event.
+    without = Runtime(db, registry(Order), topic_prefix=runtime.topics.prefix, clock=runtime.clock)
+    done = await run_to_end(without, job)
+    assert (done.status, done.succeeded, done.failed) == ("completed", 0, 3)
+    reasons = {i.reason for i in await bulk.items(runtime, job.id, status="failed")}
+    assert len(reasons) == 1
+    assert "UnknownWorkflow" in (reasons.pop() or "")
+    for instance in made:
+        assert (await runtime.get(instance.id)).data["count"] == 0
+
+
+class BrokenRunner(JobRunner):
+    """Every batch fails for a reason of its own (a bug, say)."""
+
+    async def _each(self, conn: Any, job: Job, ids: Any) -> Any:
+        raise RuntimeError("broken batch")
+
+
+async def test_a_job_whose_batches_keep_failing_is_marked_failed_with_the_error(
+    runtime: Runtime,
+) -> None:
+    await counters(runtime, "F", 3)
+    job, _ = await bulk.create(runtime, cancel_request(workflow="test.counter"))
+    runner = BrokenRunner(runtime)
+    for _ in range(MAX_BATCH_ERRORS - 1):
+        with pytest.raises(RuntimeError, match="broken batch"):
+            await runner.run_job(job.id)
+    assert (await bulk.get(runtime, job.id)).status == "running"
+    await runner.run_job(job.id)
+    failed = await bulk.get(runtime, job.id)
+    assert failed.status == "failed"
+    assert failed.error is not None
+    assert failed.error["error"] == "RuntimeError: broken batch"
+    assert failed.done == 0
