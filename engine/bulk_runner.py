@@ -31,6 +31,7 @@ import asyncpg
 
 from engine import operations
 from engine.applier import retry_conflicts
+from engine.bulk import KIND
 from engine.errors import InvalidState
 from engine.liveness import DatabaseOutage
 from engine.model import Event, Instance, Outcome
@@ -114,7 +115,7 @@ class JobRunner:
     async def run_pending(self, stop: asyncio.Event | None = None) -> int:
         """Run every running job until it has no item left to claim; the items done."""
         done = 0
-        for job_id in await jobs.running(self.runtime.db, limit=20):
+        for job_id in await jobs.running(self.runtime.db, KIND, limit=20):
             if stop is not None and stop.is_set():
                 break
             done += await self.run_job(job_id, stop)
@@ -125,7 +126,7 @@ class JobRunner:
         this runner settled."""
         job = await jobs.get(self.runtime.db, job_id)
         done = 0
-        while job is not None and job.status == "running":
+        while job is not None and job.kind == KIND and job.status == "running":
             if stop is not None and stop.is_set():
                 break
             try:

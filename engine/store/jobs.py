@@ -180,11 +180,14 @@ async def items(
     return [JobItem(**dict(r)) for r in rows]
 
 
-async def running(db: AsyncEngine, *, limit: int) -> list[uuid.UUID]:
-    """Running jobs, oldest first (served by the ``jobs_running`` index)."""
+async def running(db: AsyncEngine, kind: str, *, limit: int) -> list[uuid.UUID]:
+    """Running jobs of ``kind``, oldest first (served by the ``jobs_running`` index)."""
     async with driver_connection(db) as conn:
         rows = await conn.fetch(
-            "select id from jobs where status = 'running' order by created_at limit $1", limit
+            "select id from jobs where status = 'running' and kind = $1"
+            " order by created_at limit $2",
+            kind,
+            limit,
         )
     return [r["id"] for r in rows]
 
