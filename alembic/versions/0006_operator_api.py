@@ -12,9 +12,10 @@
 * Indexes: ``instances_data`` (GIN, ``jsonb_path_ops``) serves business-data filters
   (``data @> '{"customer_id": "C-7"}'``); ``instances_state_age`` serves "in this state
   for longer than", SLA breaches and the per-state counts of ``/v1/stats`` (an index-only
-  scan: version and status are included).
+  scan: version and status are included); ``instances_running_age`` (partial: running
+  instances only) serves "in this state for longer than" lists, longest first.
 
-The two indexes lock writes to ``instances`` while they are built. On a large table,
+The three indexes lock writes to ``instances`` while they are built. On a large table,
 build them beforehand without that lock, with the same definitions (the migration then
 keeps them)::
 
@@ -22,6 +23,8 @@ keeps them)::
       using gin (data jsonb_path_ops);
     create index concurrently if not exists instances_state_age on instances
       (workflow, state, state_entered_at) include (version, status);
+    create index concurrently if not exists instances_running_age on instances
+      (state_entered_at, id) where status in ('active', 'retrying', 'failed');
 
 Revision ID: 0006
 Revises: 0005
@@ -53,6 +56,10 @@ def upgrade() -> None:
     op.execute(
         "create index if not exists instances_state_age on instances"
         " (workflow, state, state_entered_at) include (version, status)"
+    )
+    op.execute(
+        "create index if not exists instances_running_age on instances (state_entered_at, id)"
+        " where status in ('active', 'retrying', 'failed')"
     )
     op.create_table(
         "dead_letters",
@@ -139,5 +146,6 @@ def downgrade() -> None:
     op.drop_table("job_items")
     op.drop_table("jobs")
     op.drop_table("dead_letters")
+    op.execute("drop index if exists instances_running_age")
     op.execute("drop index if exists instances_state_age")
     op.execute("drop index if exists instances_data")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -90,6 +90,17 @@ def filter_clause(
     return " and ".join(clauses) or "true"
 
 
+def _sla_ranges(filters: InstanceFilter, slas: Sequence[StateSla]) -> list[StateSla]:
+    """The states with an SLA that ``filters`` leave in play."""
+    return [
+        s
+        for s in slas
+        if (filters.workflow is None or s.workflow == filters.workflow)
+        and (filters.version is None or s.version == filters.version)
+        and (filters.state is None or s.state == filters.state)
+    ]
+
+
 def _breached(
     filters: InstanceFilter, arg: Callable[[Any], str], now: datetime, slas: Sequence[StateSla]
 ) -> str:
@@ -98,10 +109,7 @@ def _breached(
     ranges = [
         f"(workflow = {arg(s.workflow)} and state = {arg(s.state)} and version = "
         f"{arg(s.version)} and state_entered_at < {arg(now - s.sla)})"
-        for s in slas
-        if (filters.workflow is None or s.workflow == filters.workflow)
-        and (filters.version is None or s.version == filters.version)
-        and (filters.state is None or s.state == filters.state)
+        for s in _sla_ranges(filters, slas)
     ]
     if not ranges:
         return "false"
@@ -203,24 +211,79 @@ async def list_instances(
     limit: int = 50,
     cursor: str | None = None,
 ) -> Page:
-    """Instances matching ``filters``, newest first, by keyset pagination."""
+    """Instances matching ``filters`` by keyset pagination: newest first, or, for the
+    stuck-instance filters (``sla_breached=True``, ``in_state_longer_than``), longest in
+    their state first (see :func:`_overdue_query`)."""
+    if filters.sla_breached or filters.in_state_longer_than is not None:
+        return await _list_overdue(db, filters, now=now, slas=slas, limit=limit, cursor=cursor)
     arg = Arguments()
     where = filter_clause(filters, arg, now=now, slas=slas)
     if cursor is not None:
-        created, last_id = _decode_cursor(cursor)
+        created, last_id = _decode_cursor(cursor, NEWEST_FIRST)
         where += f" and (created_at, id) < ({arg(created)}, {arg(last_id)})"
-    args = arg
     query = (
         f"select {sql.INSTANCE_COLUMNS} from instances where {where}"
         f" order by created_at desc, id desc limit {arg(limit + 1)}"
     )
     async with driver_connection(db) as conn:
-        rows = await conn.fetch(query, *args)
+        rows = await conn.fetch(query, *arg)
     items = tuple(instance_from_row(r) for r in rows[:limit])
     next_cursor = None
     if len(rows) > limit:
         last = items[-1]
-        next_cursor = _encode_cursor(last.created_at, last.id)
+        next_cursor = _encode_cursor(NEWEST_FIRST, last.created_at, last.id)
+    return Page(items, next_cursor)
+
+
+async def _list_overdue(
+    db: AsyncEngine,
+    filters: InstanceFilter,
+    *,
+    now: datetime,
+    slas: Sequence[StateSla],
+    limit: int,
+    cursor: str | None,
+) -> Page:
+    """Stuck instances, longest in their state first, by (state_entered_at, id).
+
+    The order an operator wants for these lists is also the one that stays fast on a big
+    table: each SLA state is a range of ``instances_state_age`` read in order (one
+    ``union all`` branch per state, merged), and time in state a range of the partial
+    index ``instances_running_age``; neither walks the table by creation time and throws
+    most rows away.
+    """
+    arg = Arguments()
+    after = ""
+    if cursor is not None:
+        entered, last_id = _decode_cursor(cursor, LONGEST_IN_STATE)
+        after = f" and (state_entered_at, id) > ({arg(entered)}, {arg(last_id)})"
+    rest = filter_clause(replace(filters, sla_breached=None), arg, now=now, slas=slas) + after
+    take = arg(limit + 1)
+    order = "order by state_entered_at, id"
+    if filters.sla_breached:
+        ranges = _sla_ranges(filters, slas)
+        if not ranges:
+            return Page((), None)
+        branches = [
+            f"(select {sql.INSTANCE_COLUMNS} from instances where workflow = {arg(s.workflow)}"
+            f" and state = {arg(s.state)} and version = {arg(s.version)}"
+            f" and state_entered_at < {arg(now - s.sla)} and {RUNNING_STATUSES}"
+            f" and {rest} {order} limit {take})"
+            for s in ranges
+        ]
+        query = f"select * from ({' union all '.join(branches)}) as late {order} limit {take}"
+    else:
+        query = (
+            f"select {sql.INSTANCE_COLUMNS} from instances where {RUNNING_STATUSES}"
+            f" and {rest} {order} limit {take}"
+        )
+    async with driver_connection(db) as conn:
+        rows = await conn.fetch(query, *arg)
+    items = tuple(instance_from_row(r) for r in rows[:limit])
+    next_cursor = None
+    if len(rows) > limit:
+        last = items[-1]
+        next_cursor = _encode_cursor(LONGEST_IN_STATE, last.state_entered_at, last.id)
     return Page(items, next_cursor)
 
 
@@ -229,20 +292,38 @@ def _like_prefix(prefix: str) -> str:
     return escaped + "%"
 
 
-def _encode_cursor(created_at: datetime, instance_id: uuid.UUID) -> str:
-    raw = orjson.dumps([created_at.isoformat(), str(instance_id)])
+NEWEST_FIRST = "created"
+"""A cursor over (created_at, id), descending: the default order of lists."""
+LONGEST_IN_STATE = "in_state"
+"""A cursor over (state_entered_at, id), ascending: the order of stuck-instance lists."""
+
+
+def _encode_cursor(order: str, at: datetime, instance_id: uuid.UUID) -> str:
+    """``[time, id]`` for the default order (as cursors always were), ``[order, time,
+    id]`` for another, so that a cursor is never read in the wrong order."""
+    parts = [at.isoformat(), str(instance_id)]
+    if order != NEWEST_FIRST:
+        parts.insert(0, order)
+    raw = orjson.dumps(parts)
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    """``cursor`` back to (created_at, id); InvalidRequest naming the cursor for anything
-    that is not what :func:`_encode_cursor` makes: base64url of ``[aware ISO 8601
-    date-time, UUID]`` whose time stays in range once in UTC."""
+def _decode_cursor(cursor: str, order: str) -> tuple[datetime, uuid.UUID]:
+    """``cursor`` back to (time, id); InvalidRequest naming the cursor for anything that
+    is not what :func:`_encode_cursor` makes for ``order``: base64url of ``[aware ISO
+    8601 date-time, UUID]`` (with the order's name first, but for the default order) whose
+    time stays in range once in UTC."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         value = orjson.loads(raw)
     except ValueError:  # binascii.Error and orjson.JSONDecodeError are ValueErrors
         raise _bad_cursor(cursor, "not base64url of JSON") from None
+    if isinstance(value, list) and len(value) == 3 and isinstance(value[0], str):
+        given, *value = value
+    else:
+        given = NEWEST_FIRST
+    if given != order:
+        raise _bad_cursor(cursor, "it pages another list (other filters change the order)")
     if (
         not isinstance(value, list)
         or len(value) != 2

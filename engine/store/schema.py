@@ -116,6 +116,13 @@ instances = Table(
         "state_entered_at",
         postgresql_include=["version", "status"],
     ),
+    # Running instances by time in state, longest first (stuck-instance lists).
+    Index(
+        "instances_running_age",
+        "state_entered_at",
+        "id",
+        postgresql_where=text("status in ('active', 'retrying', 'failed')"),
+    ),
 )
 
 # What happened to an instance, in order: one row per applied, rejected or failed trigger.

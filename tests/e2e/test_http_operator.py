@@ -92,6 +92,28 @@ async def test_stats_count_100k_instances_by_state_status_and_sla(
     assert len(late.json()["items"]) == 500
     assert late.json()["next_cursor"] is not None
     assert all(i["sla_breached"] and i["state"] == "paid" for i in late.json()["items"])
+    # Stuck lists come longest in their state first, and page on in that order.
+    after = await client.get(
+        "/v1/instances",
+        params={
+            "workflow": "order",
+            "sla_breached": "true",
+            "limit": 500,
+            "cursor": late.json()["next_cursor"],
+        },
+    )
+    assert after.status_code == 200, after.text
+    pages = late.json()["items"] + after.json()["items"]
+    assert len({i["id"] for i in pages}) == 1000
+    order = [(i["state_entered_at"], i["id"]) for i in pages]
+    assert order == sorted(order)
+    wrong_list = await client.get(
+        "/v1/instances", params={"workflow": "order", "cursor": late.json()["next_cursor"]}
+    )
+    assert "another list" in problem(wrong_list, 400)["detail"]
+    aged = await client.get("/v1/instances", params={"in_state_longer_than": "P1D", "limit": 500})
+    assert {i["state"] for i in aged.json()["items"]} == {"paid"}
+    assert aged.json()["next_cursor"] is not None
     c7 = await client.get(
         "/v1/instances", params={"workflow": "order", "data.customer_id": "C-7", "limit": 500}
     )
