@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,10 +13,10 @@ from sanic import HTTPResponse, Request
 from api.metrics import Metrics
 from engine.decide import FieldError
 from engine.errors import PayloadInvalid
+from engine.input_validation import first_unstorable
 from engine.runtime import Runtime
 
 JSON = "application/json"
-INT64 = 2**63
 
 
 def runtime_of(request: Request) -> Runtime:
@@ -51,34 +50,7 @@ def check_storable(value: Any, path: str) -> None:
     characters, integers beyond 64 bits, and numbers that are not finite (``1e400``
     overflows a float to infinity; ``NaN`` and ``Infinity`` are not JSON at all, though
     the parser takes them). Raises PayloadInvalid naming the field."""
-    problem = _first_unstorable(value, path)
+    problem = first_unstorable(value, path)
     if problem is not None:
         where, message = problem
         raise PayloadInvalid("the request body is invalid", [FieldError(where, message)])
-
-
-def _first_unstorable(value: Any, path: str) -> tuple[str, str] | None:
-    if isinstance(value, str):
-        return (path, "strings must not contain NUL (\\u0000)") if "\x00" in value else None
-    if isinstance(value, float):
-        if math.isfinite(value):
-            return None
-        return (path, "numbers must be finite: this one is NaN, Infinity or beyond a 64-bit float")
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int):
-        return None if -INT64 <= value < INT64 else (path, "integers must fit in 64 bits")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if "\x00" in key:
-                return (path, "keys must not contain NUL (\\u0000)")
-            found = _first_unstorable(item, f"{path}.{key}")
-            if found is not None:
-                return found
-        return None
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            found = _first_unstorable(item, f"{path}.{index}")
-            if found is not None:
-                return found
-    return None

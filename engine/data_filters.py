@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from engine.errors import InvalidRequest
+from engine.input_validation import first_unstorable
 
 PREFIX = "data."
 MAX_FILTERS = 20
@@ -39,6 +40,10 @@ def data_filter(schema: type[BaseModel], raw: Mapping[str, str]) -> dict[str, An
         except ValidationError as exc:
             message = exc.errors()[0]["msg"] if exc.errors() else str(exc)
             problems.append(f"{name}: {message}")
+            continue
+        unstorable = first_unstorable(value, name)
+        if unstorable is not None:
+            problems.append(f"{name}: {unstorable[1]}")
             continue
         node = document
         for part in path[:-1]:

@@ -206,3 +206,33 @@ def _field_errors(error: ValidationError) -> tuple[FieldError, ...]:
         FieldError(".".join(str(part) for part in item["loc"]), item["msg"])
         for item in error.errors(include_url=False)
     )
+
+
+def first_unstorable(value: Any, path: str) -> tuple[str, str] | None:
+    """The first part of a JSON value PostgreSQL's jsonb or the encoder cannot hold (a
+    string with NUL, an integer beyond 64 bits, a number that is not finite), as (path,
+    why); None when all of it can be stored."""
+    if isinstance(value, str):
+        return (path, "strings must not contain NUL (\\u0000)") if "\x00" in value else None
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return None
+        return (path, "numbers must be finite: this one is NaN, Infinity or beyond a 64-bit float")
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return None if -INT64 <= value < INT64 else (path, "integers must fit in 64 bits")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                return (path, "keys must not contain NUL (\\u0000)")
+            found = first_unstorable(item, f"{path}.{key}")
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = first_unstorable(item, f"{path}.{index}")
+            if found is not None:
+                return found
+    return None

@@ -17,7 +17,7 @@ import asyncpg
 
 from engine import retries
 from engine.declarations import CANCEL_EVENT
-from engine.errors import CancelFailed, InstanceNotFound, InvalidState
+from engine.errors import CancelFailed, InstanceNotFound, InvalidState, UnknownWorkflow
 from engine.model import Event, Instance, InstanceStatus, Outcome
 from engine.runtime import Runtime
 from engine.store import inbox, timers
@@ -97,8 +97,7 @@ async def cancel_locked(
             "it cannot be cancelled"
         )
     event_id = f"cancel:{instance.id}:{instance.revision + 1}"
-    spec = runtime.registry.get(instance.workflow, instance.version).spec
-    if not status_only and (instance.state, CANCEL_EVENT) in spec.routes:
+    if not status_only and _has_cancel_route(runtime, instance):
         cancelled = await _cancel_route(runtime, conn, instance, event_id, reason, request_id)
         if cancelled is not None:
             return cancelled
@@ -121,6 +120,16 @@ async def cancel_locked(
     await timers.delete(conn, instance.id)
     row = await conn.fetchrow(sql.GET_INSTANCE, instance.id)
     return Cancelled(instance_from_row(row), "status")
+
+
+def _has_cancel_route(runtime: Runtime, instance: Instance) -> bool:
+    """Whether the instance's version declares an ``on_cancel`` route from its state; an
+    instance of a version no longer deployed has none known (status-only cancel)."""
+    try:
+        spec = runtime.registry.get(instance.workflow, instance.version).spec
+    except UnknownWorkflow:
+        return False
+    return (instance.state, CANCEL_EVENT) in spec.routes
 
 
 async def _cancel_route(

@@ -257,7 +257,10 @@ async def _list_overdue(
     if cursor is not None:
         entered, last_id = _decode_cursor(cursor, LONGEST_IN_STATE)
         after = f" and (state_entered_at, id) > ({arg(entered)}, {arg(last_id)})"
-    rest = filter_clause(replace(filters, sla_breached=None), arg, now=now, slas=slas) + after
+    # The breached branches are the SLA condition themselves; otherwise filter_clause keeps
+    # it (sla_breached=false beside in_state_longer_than).
+    within = replace(filters, sla_breached=None) if filters.sla_breached else filters
+    rest = filter_clause(within, arg, now=now, slas=slas) + after
     take = arg(limit + 1)
     order = "order by state_entered_at, id"
     if filters.sla_breached:

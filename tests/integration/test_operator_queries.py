@@ -65,6 +65,31 @@ async def test_sla_breach_is_found_once_the_clock_passes_it(
     assert (packed["state"], packed["sla_breached"]) == ("packed", False)
 
 
+async def test_time_in_state_keeps_an_sla_filter_beside_it(
+    runtime: Runtime, clock: FakeClock
+) -> None:
+    await paid_order(runtime, "W-1")  # paid: a 24 h SLA
+    await runtime.start("order", "W-2", order_data("W-2"))  # placed: no SLA
+    clock.advance(timedelta(hours=25))
+    aged = timedelta(hours=2)
+    assert await keys_of(runtime, InstanceFilter(in_state_longer_than=aged)) == {"W-1", "W-2"}
+    within = InstanceFilter(in_state_longer_than=aged, sla_breached=False)
+    assert await keys_of(runtime, within) == {"W-2"}
+    late = InstanceFilter(in_state_longer_than=aged, sla_breached=True)
+    assert await keys_of(runtime, late) == {"W-1"}
+
+
+async def test_a_status_only_cancel_needs_no_deployed_version(
+    db: AsyncEngine, settings: Settings, clock: FakeClock
+) -> None:
+    old = Runtime(db, registry(), topic_prefix=settings.topic_prefix, clock=clock)
+    instance = (await old.start("order", "V-1", order_data("V-1"))).instance
+    # A process that no longer deploys the order workflow at all.
+    newer = Runtime(db, registry(BrokenCancel), topic_prefix=settings.topic_prefix, clock=clock)
+    cancelled = await operations.cancel(newer, instance.id, reason="retired version")
+    assert (cancelled.mode, cancelled.instance.status) == ("status", InstanceStatus.CANCELLED)
+
+
 async def test_time_in_state_counts_running_instances_only(
     runtime: Runtime, clock: FakeClock
 ) -> None:
