@@ -71,7 +71,8 @@ class DuplicateRejected(ConveyorError):
 
 @bp.get("/", ctx_scope="read")
 async def list_instances(request: Request) -> HTTPResponse:
-    """Instances matching the filters, newest first; ``next_cursor`` pages on."""
+    """Instances matching the filters, newest first (longest in their state first with
+    ``sla_breached=true`` or ``in_state_longer_than``); ``next_cursor`` pages on."""
     query, filters = instance_filter(request)
     runtime = runtime_of(request)
     page = await runtime.list_instances(filters, limit=query.limit, cursor=query.cursor)
@@ -231,7 +232,10 @@ async def cancel_instance(request: Request, instance_id: str) -> HTTPResponse:
             status_only=body.status_only,
         )
     instance = cancelled.instance
-    metrics_of(request).transitions.inc(instance.workflow, "cancelled", version=instance.version)
+    if cancelled.mode != "already":
+        metrics_of(request).transitions.inc(
+            instance.workflow, "cancelled", version=instance.version
+        )
     return json_response(
         {
             "mode": cancelled.mode,
