@@ -7,10 +7,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.schemas import NO_NUL, InstanceOut, RequestBody
-from engine.bulk import BulkFilter
+from engine.bulk import RESERVED_TYPE, BulkFilter
+from engine.spec import RESERVED_EVENT_PREFIX
 
 JobStatusOut = Literal["running", "completed", "failed", "cancelled"]
 ItemStatusParam = Literal["pending", "succeeded", "skipped", "failed"]
@@ -20,8 +21,21 @@ class BulkEvent(RequestBody):
     """The event a ``send_event`` job sends to each instance (its id is
     ``bulk:<job id>:<instance id>``)."""
 
-    type: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
+    type: str = Field(
+        min_length=1,
+        max_length=200,
+        pattern=NO_NUL,
+        description="Event type (types starting with conveyor. are reserved: use the cancel "
+        "action).",
+    )
     payload: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("type")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value.startswith(RESERVED_EVENT_PREFIX):
+            raise ValueError(RESERVED_TYPE)
+        return value
 
 
 class CreateBulkJob(RequestBody):

@@ -8,7 +8,7 @@ answer against.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -16,14 +16,12 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    PlainValidator,
-    TypeAdapter,
-    ValidationError,
     field_validator,
 )
 from pydantic_core import PydanticCustomError
 
 from engine.model import InstanceStatus
+from engine.time_params import DateTimeParam, DurationParam
 
 NO_NUL = r"^[^\x00]*$"
 """PostgreSQL text cannot hold NUL characters."""
@@ -31,35 +29,6 @@ NO_NUL = r"^[^\x00]*$"
 DIGITS = r"^[0-9]{1,19}$"
 """A non-negative integer written in decimal digits (a history id)."""
 _DIGITS = re.compile(r"[0-9]{1,19}")
-_DATE_TIME_START = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}")
-
-
-def _date_time(value: object) -> datetime:
-    """An ISO 8601 / RFC 3339 date-time string (nothing else: no Unix times, no bare
-    dates), as an aware datetime in UTC; without an offset it is taken as UTC. Refused
-    when it leaves the datetime range once converted to UTC (``0001-01-01T00:00+14:00``)."""
-    if not isinstance(value, str) or not _DATE_TIME_START.match(value):
-        raise PydanticCustomError(
-            "date_time_format", "must be an ISO 8601 date-time such as 2026-01-31T12:00:00Z"
-        )
-    try:
-        parsed = datetime.fromisoformat(value.upper())  # RFC 3339 allows "t" and "z"
-    except ValueError:
-        raise PydanticCustomError(
-            "date_time_format", "must be a valid ISO 8601 date-time such as 2026-01-31T12:00:00Z"
-        ) from None
-    if parsed.utcoffset() is None:
-        return parsed.replace(tzinfo=UTC)
-    try:
-        return parsed.astimezone(UTC)
-    except OverflowError:
-        raise PydanticCustomError(
-            "date_time_range", "is out of range once converted to UTC"
-        ) from None
-
-
-DateTimeParam = Annotated[datetime, PlainValidator(_date_time)]
-"""A date-time query parameter: ISO 8601 only, aware, in range in UTC."""
 
 
 def _digits(value: object) -> object:
@@ -70,33 +39,6 @@ def _digits(value: object) -> object:
 
 DigitsParam = Annotated[int, BeforeValidator(_digits)]
 """An integer query parameter written as digits only (no sign, spaces, "_" or decimals)."""
-
-
-_DURATION = re.compile(
-    r"P(?!$)(?:[0-9]+(?:\.[0-9]+)?W)?(?:[0-9]+(?:\.[0-9]+)?D)?"
-    r"(?:T(?=[0-9])(?:[0-9]+(?:\.[0-9]+)?H)?(?:[0-9]+(?:\.[0-9]+)?M)?(?:[0-9]+(?:\.[0-9]+)?S)?)?"
-)
-MAX_DURATION = timedelta(days=36500)
-
-
-def _duration(value: object) -> timedelta:
-    """An ISO 8601 duration (``PT30M``, ``PT2H``, ``P1D``, ``P1DT12H``, ``P2W``; no years or
-    months, whose length varies), positive and at most 100 years."""
-    if not isinstance(value, str) or not _DURATION.fullmatch(value.upper()):
-        raise PydanticCustomError(
-            "duration_format", "must be an ISO 8601 duration such as PT2H, P1D or P1DT12H"
-        )
-    try:
-        parsed = TypeAdapter(timedelta).validate_python(value.upper())
-    except ValidationError:
-        raise PydanticCustomError("duration_format", "must be a valid ISO 8601 duration") from None
-    if not timedelta(0) < parsed <= MAX_DURATION:
-        raise PydanticCustomError("duration_range", "must be positive and at most 100 years")
-    return parsed
-
-
-DurationParam = Annotated[timedelta, PlainValidator(_duration)]
-"""A duration query parameter: ISO 8601, positive."""
 
 
 class RequestBody(BaseModel):

@@ -3,6 +3,9 @@ durable job.
 
 Creating a job fixes its targets: in one transaction the job row is written and the ids
 of the matching instances are copied into ``job_items`` (at most :data:`MAX_JOB_ITEMS`).
+When a batch applies the action it checks the filter again against the instances it has
+locked: one that no longer matches (it moved on meanwhile) is skipped, with the reason
+:data:`NO_LONGER_MATCHES`.
 Runners (:mod:`engine.bulk_runner`: every worker, and the CLI while it waits) then apply
 the action a batch at a time, each batch in one transaction with the items it settles, so
 a crash re-does only an uncommitted batch and no instance gets the action twice. A dry run
@@ -15,22 +18,24 @@ The filter has the names of ``GET /v1/instances``'s query parameters (see
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+import asyncpg
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine import data_filters
 from engine.errors import ConveyorError, InvalidRequest, NotFound
 from engine.model import Instance, InstanceStatus
 from engine.runtime import Runtime
 from engine.slas import state_slas
+from engine.spec import RESERVED_EVENT_PREFIX
 from engine.store import jobs
 from engine.store.database import driver_transaction
 from engine.store.queries import Arguments, InstanceFilter, filter_clause
+from engine.time_params import DateTimeParam, DurationParam
 
 Action = Literal["cancel", "retry", "send_event"]
 ACTIONS: tuple[Action, ...] = ("cancel", "retry", "send_event")
@@ -45,7 +50,16 @@ SAMPLE_SIZE = 20
 JOB_CANCELLED = "job cancelled"
 """The reason given to the items a cancelled job never reached."""
 
+NO_LONGER_MATCHES = "no longer matches the filter"
+"""The reason given to an item whose instance changed, after the job was created, so
+that the job's filter no longer selects it (an order paid meanwhile, say)."""
+
 NO_NUL = r"^[^\x00]*$"
+
+RESERVED_TYPE = (
+    f"event types starting with {RESERVED_EVENT_PREFIX} are reserved; cancel instances with "
+    "the cancel action"
+)
 
 _ID_NAMESPACE = uuid.UUID("6f1d8a4e-3c2b-5e7f-9a10-b2c3d4e5f601")
 
@@ -63,33 +77,21 @@ class BulkFilter(BaseModel):
     state: str | None = Field(None, min_length=1, max_length=200, pattern=NO_NUL)
     status: InstanceStatus | None = None
     business_key_prefix: str | None = Field(None, min_length=1, max_length=200, pattern=NO_NUL)
-    in_state_longer_than: timedelta | None = Field(
-        None, description="ISO 8601 duration, e.g. PT2H or P1D: running instances only."
+    in_state_longer_than: DurationParam | None = Field(
+        None,
+        description="ISO 8601 duration, e.g. PT2H or P1D (at most 100 years): running "
+        "instances only.",
     )
     sla_breached: bool | None = None
-    created_after: datetime | None = None
-    created_before: datetime | None = None
-    updated_after: datetime | None = None
-    updated_before: datetime | None = None
+    created_after: DateTimeParam | None = None
+    created_before: DateTimeParam | None = None
+    updated_after: DateTimeParam | None = None
+    updated_before: DateTimeParam | None = None
     data: dict[str, Any] | None = Field(
         None, description='Business-data fields, e.g. {"customer_id": "C-7"}; needs workflow.'
     )
     ids: list[uuid.UUID] | None = Field(None, min_length=1, max_length=10_000)
     all: bool = Field(False, description="Allow an empty filter: every instance.")
-
-    @field_validator("created_after", "created_before", "updated_after", "updated_before")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value
-
-    @field_validator("in_state_longer_than")
-    @classmethod
-    def _positive(cls, value: timedelta | None) -> timedelta | None:
-        if value is not None and value <= timedelta(0):
-            raise ValueError("must be a positive duration")
-        return value
 
     def is_empty(self) -> bool:
         return not self.model_dump(exclude_none=True, exclude={"all"})
@@ -181,6 +183,8 @@ class BulkRequest:
     def __post_init__(self) -> None:
         if self.action == "send_event" and not self.event_type:
             raise InvalidRequest("send_event needs an event: {type, payload}")
+        if self.event_type is not None and self.event_type.startswith(RESERVED_EVENT_PREFIX):
+            raise InvalidRequest(RESERVED_TYPE)
         if self.action != "send_event" and self.event_type is not None:
             raise InvalidRequest(f"{self.action} takes no event")
         if self.status_only and self.action != "cancel":
@@ -227,6 +231,17 @@ def _where(runtime: Runtime, filters: InstanceFilter) -> tuple[str, Arguments]:
     arg = Arguments()
     slas = tuple(state_slas(runtime.registry, filters.workflow))
     return filter_clause(filters, arg, now=runtime.clock(), slas=slas), arg
+
+
+async def still_matching(
+    runtime: Runtime, conn: asyncpg.Connection, job: jobs.Job, ids: Sequence[uuid.UUID]
+) -> set[uuid.UUID]:
+    """Of ``ids`` (instances the caller's transaction has locked), those the job's filter
+    (as stored in its spec) selects now: a job is applied only to instances that still
+    match, however long after its creation it runs."""
+    spec = BulkFilter.model_validate(job.spec.get("filter", {}))
+    where, args = _where(runtime, instance_filter(runtime, spec))
+    return await jobs.matching(conn, where, args, ids)
 
 
 async def preview(runtime: Runtime, request: BulkRequest) -> Preview:
@@ -351,6 +366,8 @@ __all__ = [
     "JOB_CANCELLED",
     "KIND",
     "MAX_JOB_ITEMS",
+    "NO_LONGER_MATCHES",
+    "RESERVED_TYPE",
     "SAMPLE_SIZE",
     "Action",
     "BulkFilter",
@@ -370,4 +387,5 @@ __all__ = [
     "parse_filter",
     "preview",
     "progress",
+    "still_matching",
 ]

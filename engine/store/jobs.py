@@ -1,7 +1,8 @@
 """Durable jobs (``jobs``, ``job_items``): the SQL behind bulk actions.
 
 A job's target set is fixed when it is created: one statement copies the ids of the
-matching instances into ``job_items``. Runners then claim pending items a batch at a time
+matching instances into ``job_items`` (each batch checks again which of its instances
+still match, :func:`matching`). Runners then claim pending items a batch at a time
 (``FOR UPDATE SKIP LOCKED``, so several share a job), and settle each batch's items and
 the job's counters in the transaction that applied the batch: a crash loses only an
 uncommitted batch, whose items are still pending and are done again.
@@ -192,6 +193,21 @@ async def running(db: AsyncEngine, kind: str, *, limit: int) -> list[uuid.UUID]:
     return [r["id"] for r in rows]
 
 
+async def matching(
+    conn: asyncpg.Connection, where: str, args: Sequence[Any], ids: Sequence[uuid.UUID]
+) -> set[uuid.UUID]:
+    """Which of ``ids`` match ``where`` (as in :func:`create`), in the caller's
+    transaction (which has locked them: the answer holds until it commits)."""
+    if not ids:
+        return set()
+    rows = await conn.fetch(
+        f"select id from instances where ({where}) and id = any(${len(args) + 1}::uuid[])",
+        *args,
+        list(ids),
+    )
+    return {r["id"] for r in rows}
+
+
 # A job's pending items are claimed by one runner at a time; items another runner holds
 # are skipped (it settles them), and a job no longer running hands out nothing.
 CLAIM = """
@@ -310,6 +326,7 @@ __all__ = [
     "fail",
     "get",
     "items",
+    "matching",
     "preview",
     "running",
     "settle",

@@ -130,6 +130,22 @@ async def test_an_idempotency_key_makes_creation_safe_to_retry(client: httpx.Asy
         ({"action": "cancel", "filter": {"data": {"customer_id": "c"}}}, "needs workflow"),
         ({"action": "send_event", "filter": {"all": True}}, "needs an event"),
         ({"action": "retry", "filter": {"all": True}, "status_only": True}, "status_only"),
+        (
+            {"action": "cancel", "filter": {"in_state_longer_than": "P999999999D"}},
+            "in_state_longer_than: must be positive and at most 100 years",
+        ),
+        (
+            {"action": "cancel", "filter": {"in_state_longer_than": "-PT1H"}},
+            "in_state_longer_than: must be an ISO 8601 duration",
+        ),
+        (
+            {"action": "cancel", "filter": {"created_after": "0001-01-01T00:00:00+14:00"}},
+            "created_after: is out of range once converted to UTC",
+        ),
+        (
+            {"action": "cancel", "filter": {"updated_before": 1767225600}},
+            "updated_before: must be an ISO 8601 date-time",
+        ),
     ],
 )
 async def test_bad_filters_and_requests_answer_400_naming_them(
@@ -143,6 +159,35 @@ async def test_a_bad_body_answers_422(client: httpx.AsyncClient) -> None:
     response = await client.post("/v1/bulk", json={"action": "explode", "filter": {"all": True}})
     problem = assert_problem(response, 422)
     assert problem["errors"][0]["path"] == "action"
+
+
+async def test_a_reserved_event_type_answers_422_like_a_single_send(
+    client: httpx.AsyncClient,
+) -> None:
+    body = {
+        "action": "send_event",
+        "filter": {"all": True},
+        "event": {"type": "conveyor.cancel", "payload": {}},
+        "dry_run": True,
+    }
+    problem = assert_problem(await client.post("/v1/bulk", json=body), 422)
+    (error,) = problem["errors"]
+    assert error["path"] == "event.type"
+    assert "reserved" in error["message"]
+
+
+async def test_a_job_created_over_http_keeps_its_duration_and_date_time_filters(
+    client: httpx.AsyncClient,
+) -> None:
+    body = {
+        "action": "cancel",
+        "filter": {"in_state_longer_than": "PT2H", "created_after": "2026-01-01T02:00:00+02:00"},
+    }
+    job = (await client.post("/v1/bulk", json=body)).json()
+    assert job["filter"] == {
+        "in_state_longer_than": "PT2H",
+        "created_after": "2026-01-01T00:00:00Z",
+    }
 
 
 async def test_bulk_actions_need_the_admin_scope(client: httpx.AsyncClient, keys: Keys) -> None:
