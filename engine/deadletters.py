@@ -6,13 +6,28 @@ API (``/v1/dead-letters``) and the CLI (``conveyor deadletters``); the SQL is
 
 **Replay** applies the stored message (as it is, or corrected) synchronously, the way the
 worker would have: it is routed with the worker's :class:`~engine.messaging.routing.Router`
-(from the message's original topic and key) and each delivery goes through
-``Runtime.start`` / ``Runtime.send``, judged by the worker's own verdicts
+(from the message's original topic and key) and each delivery is applied as
+``Runtime.start`` / ``Runtime.send`` would, judged by the worker's own verdicts
 (:mod:`engine.messaging.delivery`). The event keeps its CloudEvent id unless a new one is
 asked for. A payload that failed its schema never used up its id (see
 :func:`engine.planning.claims_event_id`); an inbox row that says the event was *rejected*
 is forgotten first, so the replay can apply; an event that was applied is never applied
 again (the replay answers its outcome as ``duplicate``).
+
+**One transaction.** The row lock, the deliveries and the dead letter's resolution (or
+the note of a failed attempt) share one transaction on the connection that holds the lock
+(``Runtime.start(conn=...)``, ``Applier.apply_locked``): a replay that dies on the way
+leaves nothing applied and the dead letter pending, and a replay never asks the pool for
+a second connection while it holds one. A new id (``new_id``) is derived from the dead
+letter and the attempt's number (:func:`replay_event_id`), so a replay run again after a
+lost answer uses the same id and cannot apply the event twice. An action that raises
+keeps nothing of its attempt (a savepoint); it is tried again at once while its retry
+policy's backoff is zero, then the instance waits as ``retrying`` for its retry timer (or
+is ``failed`` after the last attempt) in the same transaction, as the worker would leave
+it: the event took effect and the dead letter is ``replayed`` with that status. A start
+or event that raises otherwise (a bug, say) is rolled back to its savepoint and answers
+``processing_error``; a lost race (deadlock, a concurrent delivery of the same event id)
+runs the whole replay again.
 
 A replay succeeds when one of its deliveries takes effect (or already had): the dead
 letter becomes ``replayed`` with the outcome in ``resolution``. Otherwise (still invalid,
@@ -29,23 +44,27 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar, cast
 
+import asyncpg
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine.errors import ConveyorError, InstanceNotFound, InvalidRequest, InvalidState, NotFound
+from engine import retries
+from engine.applier import retry_conflicts
+from engine.errors import ConveyorError, InvalidRequest, InvalidState, NotFound
 from engine.messaging.delivery import apply_start, outcome_verdict
 from engine.messaging.routing import Routed, Router, StartCommand, Unroutable
 from engine.model import Event, Outcome, StartResult
+from engine.planning import Result
 from engine.runtime import Runtime
 from engine.store import dead_letters as store
 from engine.store.database import driver_transaction
 from engine.store.dead_letters import DeadLetterFilter, DeadLetterPage, DeadLetterRecord
-from engine.transient import is_transient
+from engine.transient import CONFLICT_ERRORS, is_transient
 from engine.wire.cloudevents import (
     STRUCTURED_CONTENT_TYPE,
     CloudEvent,
@@ -55,6 +74,8 @@ from engine.wire.cloudevents import (
 )
 
 MAX_ATTEMPTS_KEPT = 20
+
+T = TypeVar("T")
 
 
 class DeadLetterNotFound(NotFound):
@@ -163,9 +184,20 @@ async def replay(
 ) -> DeadLetterRecord:
     """Apply a pending dead letter's message now (see the module's docstring); the dead
     letter as resolved. Raises ReplayFailed (422) when it still cannot apply."""
-    correction = correction or Correction()
+    done = await retry_conflicts(
+        partial(_replay_once, runtime, letter_id, correction or Correction(), request_id)
+    )
+    if isinstance(done, ReplayFailed):
+        raise done  # raised once the attempt is committed (raising inside rolls it back)
+    return done
+
+
+async def _replay_once(
+    runtime: Runtime, letter_id: int, correction: Correction, request_id: str | None
+) -> DeadLetterRecord | ReplayFailed:
+    """One transaction: lock the dead letter, apply its deliveries and resolve it (or note
+    the failed attempt), all on the connection that holds the lock."""
     router = Router(runtime.registry, runtime.topics.prefix)
-    failure: ReplayFailed | None = None
     async with driver_transaction(runtime.db) as conn:
         letter = await store.lock(conn, letter_id)
         if letter is None:
@@ -174,7 +206,8 @@ async def replay(
             return letter
         if letter.status != "pending":
             raise DeadLetterResolved(letter)
-        event = _event_to_replay(letter, correction)
+        attempt = _next_attempt(letter)
+        event = _event_to_replay(letter, correction, attempt)
         routed = (
             event
             if isinstance(event, Unroutable)
@@ -183,9 +216,10 @@ async def replay(
         event_id = None if isinstance(event, Unroutable) else event.id
         outcomes: list[dict[str, Any]] = []
         if isinstance(routed, Routed):
-            outcomes = [await _apply(runtime, d, request_id) for d in routed.deliveries]
+            outcomes = [await _apply(runtime, conn, d, request_id) for d in routed.deliveries]
         account: dict[str, Any] = {
             "action": "replay",
+            "attempt": attempt,
             "event_id": event_id,
             "corrected": correction.corrected,
             "new_id": correction.new_id,
@@ -215,14 +249,33 @@ async def replay(
         await store.note_attempt(
             conn, letter_id, {"attempts": attempts[-MAX_ATTEMPTS_KEPT:], "detail": detail}
         )
-        failure = ReplayFailed(letter_id, reason, detail, event_id)
-    # Raised once the attempt is committed (raising inside would roll it back).
-    raise failure
+        return ReplayFailed(letter_id, reason, detail, event_id)
 
 
-def _event_to_replay(letter: DeadLetterRecord, correction: Correction) -> CloudEvent | Unroutable:
+def _next_attempt(letter: DeadLetterRecord) -> int:
+    """The number of this replay of ``letter``: one more than the last failed attempt on
+    record (attempts are numbered; older records without a number count by position)."""
+    attempts = _attempts_of(letter)["attempts"]
+    if not attempts:
+        return 1
+    last = attempts[-1]
+    number = last.get("attempt") if isinstance(last, dict) else None
+    return (number if isinstance(number, int) else len(attempts)) + 1
+
+
+def replay_event_id(letter_id: int, attempt: int) -> str:
+    """The CloudEvent id a replay with ``new_id`` gives the event: derived from the dead
+    letter and the attempt, so that a replay run again after a lost answer (its
+    transaction rolled back, or committed unseen) reuses it and never applies the event a
+    second time under another id."""
+    return f"replay:{letter_id}:{attempt}"
+
+
+def _event_to_replay(
+    letter: DeadLetterRecord, correction: Correction, attempt: int
+) -> CloudEvent | Unroutable:
     """The CloudEvent to replay: the stored one or the corrected one, with its id or a new
-    one; or why there is none."""
+    one (:func:`replay_event_id`); or why there is none."""
     if correction.value is not None:
         raw = orjson.dumps(correction.value)
         try:
@@ -241,40 +294,93 @@ def _event_to_replay(letter: DeadLetterRecord, correction: Correction) -> CloudE
         if correction.data is not None:
             event = dataclasses.replace(event, data=correction.data)
     if correction.new_id:
-        event = dataclasses.replace(event, id=str(uuid.uuid4()))
+        event = dataclasses.replace(event, id=replay_event_id(letter.id, attempt))
     return event
 
 
+class _Undone(Exception):
+    """Leaves a savepoint rolled back, carrying what the work inside it answered."""
+
+    def __init__(self, result: Any) -> None:
+        super().__init__("undone")
+        self.result = result
+
+
+async def _in_savepoint(
+    conn: asyncpg.Connection, work: Callable[[], Awaitable[T]], keep: Callable[[T], bool]
+) -> T:
+    """``work`` in a savepoint, kept when ``keep`` says so, else rolled back (an error
+    rolls it back too, and leaves the replay's transaction usable)."""
+    try:
+        async with conn.transaction():
+            result = await work()
+            if not keep(result):
+                raise _Undone(result)
+            return result
+    except _Undone as undone:
+        return cast(T, undone.result)
+
+
 async def _apply(
-    runtime: Runtime, delivery: StartCommand | Event, request_id: str | None
+    runtime: Runtime,
+    conn: asyncpg.Connection,
+    delivery: StartCommand | Event,
+    request_id: str | None,
 ) -> dict[str, Any]:
-    """Apply one delivery as the worker would (recorded as the operator's); its account."""
+    """Apply one delivery as the worker would (recorded as the operator's), in the
+    replay's transaction; its account."""
     if isinstance(delivery, StartCommand):
-        started = await apply_start(runtime, delivery, source="operator", request_id=request_id)
+        start = delivery
+        started = await _in_savepoint(
+            conn,
+            lambda: apply_start(
+                runtime, start, source="operator", request_id=request_id, conn=conn
+            ),
+            lambda result: not isinstance(result, Unroutable),
+        )
         return _start_account(delivery, started)
     event = dataclasses.replace(delivery, source="operator", request_id=request_id)
-    await _forget_rejection(runtime, event)
     try:
-        outcome: Outcome | Unroutable = await runtime.send(event)
+        outcome: Outcome | Unroutable = await _send(runtime, conn, event)
     except Exception as exc:
-        if is_transient(exc):
+        if is_transient(exc) or isinstance(exc, CONFLICT_ERRORS):
             raise
         outcome = Unroutable("processing_error", f"{type(exc).__name__}: {exc}")
     return _event_account(event, outcome)
 
 
-async def _forget_rejection(runtime: Runtime, event: Event) -> None:
-    """Let an event whose earlier delivery the state machine refused apply now: drop its
-    inbox row if (and only if) that row records a rejection."""
-    instance_id = event.instance_id
-    if instance_id is None and event.workflow is not None and event.business_key is not None:
-        try:
-            instance_id = (await runtime.find(event.workflow, event.business_key)).id
-        except InstanceNotFound:
-            return  # nothing to forget; the replay answers no_instance
-    if instance_id is None:
-        return
-    await store.forget_rejected(runtime.db, instance_id, event.event_id)
+async def _send(runtime: Runtime, conn: asyncpg.Connection, event: Event) -> Outcome:
+    """``Runtime.send`` in the replay's transaction. An event whose earlier delivery the
+    state machine refused applies now (its inbox row is dropped if, and only if, it records
+    a rejection). An action that raises leaves nothing of its attempt (a savepoint); it is
+    tried again at once while its retry policy's backoff is zero, and then the instance
+    waits as ``retrying`` (or is ``failed`` after the last attempt), as the worker would
+    leave it (:func:`engine.retries.schedule_locked`), in this same transaction."""
+    (instance_id,) = await runtime.applier.targets(conn, [event])
+    if instance_id is not None:
+        await store.forget_rejected(conn, instance_id, event.event_id)
+    result = await _attempt(runtime, conn, event)
+    if result.failure is None:
+        return result.outcome
+    failure, attempt = result.failure, 1
+    while attempt < failure.retry.attempts and not failure.retry.backoff(attempt):
+        attempt += 1
+        result = await _attempt(runtime, conn, event)
+        if result.failure is None:
+            return result.outcome
+        failure = result.failure
+    return await retries.schedule_locked(runtime.applier, conn, event, failure, attempt)
+
+
+async def _attempt(runtime: Runtime, conn: asyncpg.Connection, event: Event) -> Result:
+    """One attempt at ``event``; nothing of it is kept when an action raised."""
+    applier = runtime.applier
+
+    async def once() -> Result:
+        (result,) = await applier.apply_locked(conn, [event], True)
+        return result
+
+    return await _in_savepoint(conn, once, lambda result: result.failure is None)
 
 
 def _start_account(start: StartCommand, started: StartResult | Unroutable) -> dict[str, Any]:
@@ -443,5 +549,6 @@ __all__ = [
     "list_dead_letters",
     "page_json",
     "replay",
+    "replay_event_id",
     "summary_json",
 ]

@@ -97,28 +97,39 @@ async def schedule(
     """After ``attempts`` failed attempts with more allowed: the instance waits as
     ``retrying`` and a timer fires the next attempt after the policy's backoff."""
     async with driver_transaction(applier.db) as conn:
-        (instance_id,) = await applier.targets(conn, [trigger])
-        rows = await conn.fetch(sql.LOCK_INSTANCES, [instance_id])
-        if not rows:
-            return Outcome(trigger.event_id, "not_found")
-        instance = instance_from_row(rows[0])
-        timer_ids = [trigger.timer_id] if isinstance(trigger, TimerFiring) else []
-        seen_rows = await conn.fetch(
-            sql.SEEN_EVENTS_AND_LIVE_TIMERS, [instance.id], [trigger.event_id], timer_ids
-        )
-        if any(r["kind"] == "e" for r in seen_rows):
-            # Applied meanwhile by another delivery of the same event.
-            return Outcome(trigger.event_id, "duplicate", instance.id)
-        if timer_ids and not any(r["kind"] == "t" for r in seen_rows):
-            return Outcome(trigger.event_id, "stale", instance.id)  # cancelled meanwhile
-        if instance.status is not InstanceStatus.ACTIVE:
-            # Between the failed attempt and this lock the instance moved on: another
-            # trigger failed first (it is retrying), or it was cancelled or completed.
-            # This trigger then goes where any trigger would go now: parked behind that
-            # retry, or refused, or "retrying" if it is the very trigger being retried.
-            (result,) = await applier.apply_locked(conn, [trigger], True)
-            return result.outcome
-        return await _record_failure(applier, conn, instance, trigger, failure, attempts)
+        return await schedule_locked(applier, conn, trigger, failure, attempts)
+
+
+async def schedule_locked(
+    applier: Applier,
+    conn: asyncpg.Connection,
+    trigger: InstanceTrigger,
+    failure: ActionFailed,
+    attempts: int,
+) -> Outcome:
+    """:func:`schedule` inside the caller's transaction (a dead letter's replay)."""
+    (instance_id,) = await applier.targets(conn, [trigger])
+    rows = await conn.fetch(sql.LOCK_INSTANCES, [instance_id])
+    if not rows:
+        return Outcome(trigger.event_id, "not_found")
+    instance = instance_from_row(rows[0])
+    timer_ids = [trigger.timer_id] if isinstance(trigger, TimerFiring) else []
+    seen_rows = await conn.fetch(
+        sql.SEEN_EVENTS_AND_LIVE_TIMERS, [instance.id], [trigger.event_id], timer_ids
+    )
+    if any(r["kind"] == "e" for r in seen_rows):
+        # Applied meanwhile by another delivery of the same event.
+        return Outcome(trigger.event_id, "duplicate", instance.id)
+    if timer_ids and not any(r["kind"] == "t" for r in seen_rows):
+        return Outcome(trigger.event_id, "stale", instance.id)  # cancelled meanwhile
+    if instance.status is not InstanceStatus.ACTIVE:
+        # Between the failed attempt and this lock the instance moved on: another
+        # trigger failed first (it is retrying), or it was cancelled or completed.
+        # This trigger then goes where any trigger would go now: parked behind that
+        # retry, or refused, or "retrying" if it is the very trigger being retried.
+        (result,) = await applier.apply_locked(conn, [trigger], True)
+        return result.outcome
+    return await _record_failure(applier, conn, instance, trigger, failure, attempts)
 
 
 async def _record_failure(
@@ -355,4 +366,5 @@ __all__ = [
     "refuse_parked",
     "resume",
     "schedule",
+    "schedule_locked",
 ]

@@ -137,6 +137,7 @@ class Runtime:
         source: str = "api",
         request_id: str | None = None,
         event_id: str | None = None,
+        conn: asyncpg.Connection | None = None,
     ) -> StartResult:
         """Start an instance; the same ``idempotency_key`` returns the same instance.
 
@@ -148,6 +149,9 @@ class Runtime:
 
         Raises InstanceConflict when ``business_key`` belongs to an instance from a
         different start, PayloadInvalid when ``data`` fails the data schema.
+
+        ``conn``: write inside the caller's transaction on that connection, not in a
+        shared group commit (a dead letter's replay; a lost race then propagates).
         """
         if not business_key:
             raise InvalidRequest("business_key must not be empty")
@@ -170,7 +174,11 @@ class Runtime:
             event_id or str(instance_id),
         )
         # Concurrent starts share one transaction (group commit).
-        instance = await self._starts.submit(prepared)
+        instance = (
+            await self._starts.submit(prepared)
+            if conn is None
+            else (await self._start_batch([prepared], conn))[0]
+        )
         if instance is not None:
             log.debug(
                 "instance started",
@@ -181,10 +189,12 @@ class Runtime:
             )
             return StartResult(instance, created=True)
         # The business key or idempotency key is taken: the same start again, or a conflict.
-        async with driver_connection(self.db) as conn:
-            existing = await conn.fetchrow(
-                sql.FIND_FOR_START, prepared.workflow, business_key, idempotency_key
-            )
+        find = (prepared.workflow, business_key, idempotency_key)
+        if conn is not None:
+            existing = await conn.fetchrow(sql.FIND_FOR_START, *find)
+        else:
+            async with driver_connection(self.db) as pooled:
+                existing = await pooled.fetchrow(sql.FIND_FOR_START, *find)
         if existing is None:  # the other instance went away meanwhile: start afresh
             return await self.start(
                 workflow,
@@ -195,10 +205,13 @@ class Runtime:
                 source=source,
                 request_id=request_id,
                 event_id=event_id,
+                conn=conn,
             )
         return self._existing_start(existing, business_key, idempotency_key)
 
-    async def _start_batch(self, starts: Sequence[_PreparedStart]) -> list[Instance | None]:
+    async def _start_batch(
+        self, starts: Sequence[_PreparedStart], conn: asyncpg.Connection | None = None
+    ) -> list[Instance | None]:
         """Insert many new instances, their history, outbox messages and timers, in one
         statement (so one round trip and no explicit transaction); None where a key was
         taken."""
@@ -222,8 +235,11 @@ class Runtime:
 
         async def insert() -> list[Instance | None]:
             write_started = time.perf_counter()
-            async with driver_connection(self.db) as conn:
+            if conn is not None:
                 result = await writes.write_starts(conn, rows)
+            else:
+                async with driver_connection(self.db) as pooled:
+                    result = await writes.write_starts(pooled, rows)
             if self.observer is not None:
                 # The starts' decisions were made by their callers, before queueing.
                 self.observer.transaction(
@@ -234,7 +250,7 @@ class Runtime:
             created = set(result["changed"]) if result is not None else set()
             return [i if i.id in created else None for i in instances]
 
-        return await retry_conflicts(insert)
+        return await (insert() if conn is not None else retry_conflicts(insert))
 
     @staticmethod
     def _existing_start(

@@ -16,6 +16,8 @@ import time
 from collections.abc import Coroutine, Iterable, Sequence
 from typing import Any
 
+import asyncpg
+
 from engine.errors import InstanceConflict, PayloadInvalid, UnknownWorkflow
 from engine.messaging.deadletter import DeadLetter, subject_of
 from engine.messaging.fetched import Record
@@ -199,10 +201,16 @@ class BatchDelivery:
 
 
 async def apply_start(
-    runtime: Runtime, start: StartCommand, *, source: str = "kafka", request_id: str | None = None
+    runtime: Runtime,
+    start: StartCommand,
+    *,
+    source: str = "kafka",
+    request_id: str | None = None,
+    conn: asyncpg.Connection | None = None,
 ) -> StartResult | Unroutable:
     """Run a routed start: what it started, or why its message is dead. Transient errors
-    propagate (the caller retries). The worker and a dead letter's replay share it."""
+    propagate (the caller retries). The worker and a dead letter's replay share it (the
+    replay in its own transaction: ``conn``)."""
     try:
         return await runtime.start(
             start.workflow,
@@ -214,6 +222,7 @@ async def apply_start(
             # The CloudEvent id (which routing also made the idempotency key): the
             # start's history row and state_changed message carry it.
             event_id=start.idempotency_key,
+            conn=conn,
         )
     except PayloadInvalid as exc:
         fields = "; ".join(f"{f.path}: {f.message}" for f in exc.field_errors)

@@ -220,11 +220,11 @@ async def note_attempt(
     return _record_of(row)
 
 
-async def forget_rejected(db: AsyncEngine, instance_id: uuid.UUID, event_id: str) -> bool:
+async def forget_rejected(conn: asyncpg.Connection, instance_id: uuid.UUID, event_id: str) -> bool:
     """Drop the inbox row of ``event_id`` at this instance if (and only if) its recorded
-    outcome is ``rejected``, so that a replay may apply it; whether one was dropped."""
-    async with driver_connection(db) as conn:
-        return await conn.fetchval(FORGET_REJECTED, instance_id, event_id) is not None
+    outcome is ``rejected``, so that a replay may apply it (in the replay's transaction);
+    whether one was dropped."""
+    return await conn.fetchval(FORGET_REJECTED, instance_id, event_id) is not None
 
 
 async def list_page(
