@@ -33,7 +33,7 @@ from engine.messaging.routing import (
 from engine.model import Event, Outcome, StartResult
 from engine.observability import get_logger
 from engine.runtime import Runtime
-from engine.transient import is_transient
+from engine.transient import CONFLICT_ERRORS, is_transient
 
 log = get_logger("conveyor.consumer")
 
@@ -232,8 +232,8 @@ async def apply_start(
     except UnknownWorkflow as exc:
         return Unroutable("unknown_type", str(exc))
     except Exception as exc:
-        if is_transient(exc):
-            raise
+        if is_transient(exc) or (conn is not None and isinstance(exc, CONFLICT_ERRORS)):
+            raise  # in the caller's transaction a lost race is the caller's to run again
         log.exception("start cannot be applied", idempotency_key=start.idempotency_key)
         return Unroutable("processing_error", f"{type(exc).__name__}: {exc}")
 

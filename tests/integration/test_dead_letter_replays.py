@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -26,18 +27,19 @@ from tests.integration.test_runtime import FakeClock, order_data, registry, rows
 
 
 class ResolveDies:
-    """Stands in for ``store.resolve``: the first call raises (the process or its
-    connection died just before the dead letter was marked replayed), later calls
-    resolve."""
+    """Stands in for ``store.resolve``: the first call raises ``error`` (by default: the
+    process or its connection died just before the dead letter was marked replayed),
+    later calls resolve."""
 
-    def __init__(self) -> None:
+    def __init__(self, error: Exception | None = None) -> None:
         self.calls = 0
         self.real = store.resolve
+        self.error = error or ConnectionResetError("connection lost before the resolve")
 
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:
         self.calls += 1
         if self.calls == 1:
-            raise ConnectionResetError("connection lost before the resolve")
+            raise self.error
         return await self.real(*args, **kwargs)
 
 
@@ -77,6 +79,20 @@ async def test_a_replay_that_dies_before_its_resolve_applies_nothing_and_a_retry
     assert await applied_count(db, "A-1", "payment.initiated") == 1
     assert (await runtime.find("order", "A-1")).state == "payment_pending"
     assert dies.calls == 2
+
+
+async def test_a_replay_that_loses_a_race_runs_again_and_applies_once(
+    runtime: Runtime, db: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await placed(runtime, "A-7")
+    event = cloud_event("a-7", "payment.initiated", "A-7", PAYMENT)
+    letter = await stored(db, dead_letter(shared(runtime), event, "processing_error"))
+    dies = ResolveDies(asyncpg.exceptions.DeadlockDetectedError("deadlock detected"))
+    monkeypatch.setattr(store, "resolve", dies)
+    replayed = await deadletters.replay(runtime, letter.id, correction=Correction(new_id=True))
+    assert (replayed.resolution or {})["event_id"] == replay_event_id(letter.id, 1)
+    assert dies.calls == 2
+    assert await applied_count(db, "A-7", "payment.initiated") == 1
 
 
 async def test_a_new_id_already_applied_by_an_unresolved_replay_is_a_duplicate(
