@@ -7,14 +7,19 @@ loses an uncommitted batch whole: its items are still pending and the next runne
 them; a committed batch is never applied again. So every instance gets the action at most
 once, and, once a runner finishes the job, exactly once.
 
+Before it applies anything, a batch checks the job's filter again against the instances
+it has locked: one that moved on since the job was created (an order paid meanwhile) no
+longer matches and is skipped, not acted on.
+
 Per item: ``cancel`` and ``retry`` run in a savepoint, so that one instance whose action
 raises is marked failed (with the error) and the batch goes on. A transient error (the
 database went away, a deadlock) aborts the batch instead, which is then run again.
 ``send_event`` applies the batch's events together (the event id
-``bulk:<job>:<instance>`` makes a redo a duplicate); an event whose action raised changed
-nothing and its item stays pending: after the commit it goes through the runtime's normal
-path, with its transition's retry policy (retried at once, or left ``retrying`` for a
-timer), and its item is settled by what that did.
+``bulk:<job>:<instance>`` makes a redo a duplicate); an event whose action raised goes
+through its transition's retry policy in the same transaction (retried at once while the
+backoff is zero, then left ``retrying`` for a timer, or ``failed``), so its item is
+settled with what that did while its instance and item are still locked: no other runner
+can claim the item in between.
 
 Every worker runs a :class:`JobRunner` service; ``conveyor instances cancel|retry`` runs
 the same batches for its job while it shows the progress.
@@ -29,13 +34,13 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from engine import operations
+from engine import bulk, operations, retries
 from engine.applier import retry_conflicts
-from engine.bulk import KIND
 from engine.errors import InvalidState
 from engine.liveness import DatabaseOutage
 from engine.model import Event, Instance, Outcome
 from engine.observability import get_logger
+from engine.planning import Result
 from engine.runtime import Runtime
 from engine.store import jobs
 from engine.store import statements as sql
@@ -115,7 +120,7 @@ class JobRunner:
     async def run_pending(self, stop: asyncio.Event | None = None) -> int:
         """Run every running job until it has no item left to claim; the items done."""
         done = 0
-        for job_id in await jobs.running(self.runtime.db, KIND, limit=20):
+        for job_id in await jobs.running(self.runtime.db, bulk.KIND, limit=20):
             if stop is not None and stop.is_set():
                 break
             done += await self.run_job(job_id, stop)
@@ -126,20 +131,27 @@ class JobRunner:
         this runner settled."""
         job = await jobs.get(self.runtime.db, job_id)
         done = 0
-        while job is not None and job.kind == KIND and job.status == "running":
+        while job is not None and job.kind == bulk.KIND and job.status == "running":
             if stop is not None and stop.is_set():
                 break
-            try:
-                claimed = await self.run_batch(job)
-            except Exception as exc:
-                if is_transient(exc) or not await self._gave_up(job, exc):
-                    raise
-                break
-            self.batch_errors.pop(job.id, None)
+            claimed = await self.run_batch_or_give_up(job)
             done += claimed
             if not claimed:
                 break
         return done
+
+    async def run_batch_or_give_up(self, job: Job) -> int:
+        """:meth:`run_batch`, counting a batch that fails for a reason of its own (the
+        error is raised again: the batch may be run again); at :data:`MAX_BATCH_ERRORS`
+        in a row the job is marked failed instead, and 0 is returned."""
+        try:
+            claimed = await self.run_batch(job)
+        except Exception as exc:
+            if is_transient(exc) or not await self._gave_up(job, exc):
+                raise
+            return 0
+        self.batch_errors.pop(job.id, None)
+        return claimed
 
     async def _gave_up(self, job: Job, exc: Exception) -> bool:
         """Count a batch that failed for a reason of its own; at :data:`MAX_BATCH_ERRORS`
@@ -160,10 +172,8 @@ class JobRunner:
     async def run_batch(self, job: Job) -> int:
         """Claim, apply and settle one batch of ``job`` (run again if it loses a race);
         completes the job when nothing is pending. Returns the items claimed."""
-        leftover: list[Event] = []
 
         async def once() -> int:
-            leftover.clear()
             async with driver_transaction(self.runtime.db) as conn:
                 ids = await jobs.claim(conn, job.id, self.batch_size)
                 now = self.runtime.clock()
@@ -172,31 +182,42 @@ class JobRunner:
                         log.info("bulk job completed", job_id=str(job.id), action=job.action)
                     return 0
                 if job.action == "send_event":
-                    settled = await self._send_events(conn, job, ids, leftover)
+                    settled = await self._send_events(conn, job, ids)
                 else:
                     settled = await self._each(conn, job, ids)
                 await jobs.settle(conn, job.id, settled, now)
             return len(ids)
 
         claimed = await retry_conflicts(once)
-        if leftover:
-            await self._apply_failed_events(job, leftover)
         self.applied += claimed
         return claimed
 
-    async def _each(
+    async def _lock_targets(
         self, conn: asyncpg.Connection, job: Job, ids: Sequence[uuid.UUID]
-    ) -> list[Settled]:
+    ) -> tuple[list[Instance], list[Settled]]:
+        """Lock the claimed items' instances (in id order) and check the job's filter
+        against them again: those gone or no longer matching are skipped; the others,
+        in claim order, are the batch's targets."""
         rows = await conn.fetch(sql.LOCK_INSTANCES, sorted(ids))
         found = {r["id"]: instance_from_row(r) for r in rows}
-        settled = []
+        matching = await bulk.still_matching(self.runtime, conn, job, list(found))
+        targets: list[Instance] = []
+        settled: list[Settled] = []
         for instance_id in ids:
             instance = found.get(instance_id)
             if instance is None:
                 settled.append(Settled(instance_id, "skipped", GONE))
-                continue
-            settled.append(await self._apply_one(conn, job, instance))
-        return settled
+            elif instance_id not in matching:
+                settled.append(Settled(instance_id, "skipped", bulk.NO_LONGER_MATCHES))
+            else:
+                targets.append(instance)
+        return targets, settled
+
+    async def _each(
+        self, conn: asyncpg.Connection, job: Job, ids: Sequence[uuid.UUID]
+    ) -> list[Settled]:
+        targets, settled = await self._lock_targets(conn, job, ids)
+        return settled + [await self._apply_one(conn, job, i) for i in targets]
 
     async def _apply_one(self, conn: asyncpg.Connection, job: Job, instance: Instance) -> Settled:
         """Cancel or retry one locked instance in a savepoint."""
@@ -258,68 +279,84 @@ class JobRunner:
         )
 
     async def _send_events(
-        self, conn: asyncpg.Connection, job: Job, ids: Sequence[uuid.UUID], leftover: list[Event]
+        self, conn: asyncpg.Connection, job: Job, ids: Sequence[uuid.UUID]
     ) -> list[Settled]:
-        """Apply the batch's events together; those whose action raised wrote nothing and
-        go to ``leftover`` (their items stay pending). When the batch raises (not an
-        action: something like a workflow version no longer deployed), the events are
-        applied one by one, each in a savepoint, and the one that raises is failed."""
-        events = [self._event(job, i) for i in sorted(ids)]
+        """Apply the batch's events together. When the batch raises (not an action:
+        something like a workflow version no longer deployed), the events are applied one
+        by one, each in a savepoint, and the one that raises is failed. An event whose
+        action raised goes through its retry policy here, in this transaction: its
+        instance and its item stay locked until the item is settled with the outcome."""
+        targets, settled = await self._lock_targets(conn, job, ids)
+        events = [self._event(job, i.id) for i in sorted(targets, key=lambda i: i.id)]
+        if not events:
+            return settled
         try:
             async with conn.transaction():
                 results = await self.runtime.applier.apply_locked(conn, events)
         except Exception as exc:
             if is_transient(exc):
                 raise
-            alone = [await self._send_one(conn, event, leftover) for event in events]
-            return [s for s in alone if s is not None]
-        settled = []
-        for event, result in zip(events, results, strict=True):
-            assert event.instance_id is not None
-            if result.failure is not None or result.outcome.status in ("failed", "deferred"):
-                leftover.append(event)
-                continue
-            settled.append(_settled_event(event.instance_id, result.outcome))
-        return settled
+            return settled + [await self._send_one(conn, event) for event in events]
+        return settled + [
+            await self._settle_result(conn, event, result)
+            for event, result in zip(events, results, strict=True)
+        ]
 
-    async def _send_one(
-        self, conn: asyncpg.Connection, event: Event, leftover: list[Event]
-    ) -> Settled | None:
-        assert event.instance_id is not None
+    async def _send_one(self, conn: asyncpg.Connection, event: Event) -> Settled:
         try:
-            async with conn.transaction():
-                (result,) = await self.runtime.applier.apply_locked(conn, [event])
+            result = await self._attempt(conn, event)
         except Exception as exc:
             if is_transient(exc):
                 raise
-            return Settled(event.instance_id, "failed", f"{type(exc).__name__}: {exc}"[:2000])
-        if result.failure is not None or result.outcome.status in ("failed", "deferred"):
-            leftover.append(event)
-            return None
-        return _settled_event(event.instance_id, result.outcome)
+            return _failed(event, exc)
+        return await self._settle_result(conn, event, result)
 
-    async def _apply_failed_events(self, job: Job, events: Sequence[Event]) -> None:
-        """Events whose action raised, through the runtime's path with their retry
-        policies; then settle their items (unless another runner did meanwhile)."""
+    async def _settle_result(
+        self, conn: asyncpg.Connection, event: Event, result: Result
+    ) -> Settled:
+        assert event.instance_id is not None
+        if result.failure is None and result.outcome.status not in ("failed", "deferred"):
+            return _settled_event(event.instance_id, result.outcome)
         try:
-            outcomes = await self.runtime.send_many(events)
+            outcome = await self._retry_locked(conn, event, result)
         except Exception as exc:
             if is_transient(exc):
-                raise  # the items are still pending: the next round sends them again
-            error = f"{type(exc).__name__}: {exc}"[:2000]
-            settled = [Settled(e.instance_id, "failed", error) for e in events if e.instance_id]
-        else:
-            settled = [
-                _settled_event(e.instance_id, o)
-                for e, o in zip(events, outcomes, strict=True)
-                if e.instance_id is not None
-            ]
+                raise
+            return _failed(event, exc)
+        return _settled_event(event.instance_id, outcome)
 
-        async def once() -> None:
-            async with driver_transaction(self.runtime.db) as conn:
-                await jobs.settle(conn, job.id, settled, self.runtime.clock())
+    async def _retry_locked(
+        self, conn: asyncpg.Connection, event: Event, result: Result
+    ) -> Outcome:
+        """An event whose action raised, as the runtime's path treats it (tried again at
+        once while its retry policy's backoff is zero, then ``retrying`` with a timer, or
+        ``failed`` after the last attempt), but in the batch's transaction."""
+        if result.failure is None:
+            result = await self._attempt(conn, event)
+            if result.failure is None:
+                return result.outcome
+        failure, attempt = result.failure, 1
+        while attempt < failure.retry.attempts and not failure.retry.backoff(attempt):
+            attempt += 1
+            result = await self._attempt(conn, event)
+            if result.failure is None:
+                return result.outcome
+            failure = result.failure
+        async with conn.transaction():
+            return await retries.schedule_locked(
+                self.runtime.applier, conn, event, failure, attempt
+            )
 
-        await retry_conflicts(once)
+    async def _attempt(self, conn: asyncpg.Connection, event: Event) -> Result:
+        """One attempt at the event, in a savepoint (an action that raises writes nothing)."""
+        async with conn.transaction():
+            (result,) = await self.runtime.applier.apply_locked(conn, [event])
+        return result
+
+
+def _failed(event: Event, exc: Exception) -> Settled:
+    assert event.instance_id is not None
+    return Settled(event.instance_id, "failed", f"{type(exc).__name__}: {exc}"[:2000])
 
 
 def _settled_event(instance_id: uuid.UUID, outcome: Outcome) -> Settled:

@@ -183,18 +183,32 @@ def _request(args: argparse.Namespace) -> BulkRequest:
 
 async def _follow(runtime: Runtime, job: Job) -> Job:
     """Apply the job's batches here (workers may share them) and show the progress until
-    it finishes."""
+    it finishes. A batch that fails for a reason of its own is tried again; after
+    :data:`engine.bulk_runner.MAX_BATCH_ERRORS` in a row the job is marked failed, as a
+    worker would, and this says why (the command then exits 1)."""
     from engine import bulk  # lazy: see _bulk
     from engine.bulk_runner import JobRunner
+    from engine.transient import is_transient
 
     runner = JobRunner(runtime)
     while True:
-        claimed = await runner.run_batch(job)
+        try:
+            claimed = await runner.run_batch_or_give_up(job)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            # Counted: the batch is tried again, and the job is marked failed (as a
+            # worker would) once MAX_BATCH_ERRORS batches in a row have failed.
+            sys.stderr.write(f"\nbatch failed: {type(exc).__name__}: {exc}\n")
+            claimed = 0
         job = await bulk.get(runtime, job.id)
         sys.stderr.write("\r" + progress_bar(job))
         sys.stderr.flush()
         if job.status != "running":
             sys.stderr.write("\n")
+            if job.status == "failed":
+                error = (job.error or {}).get("error", "unknown error")
+                sys.stderr.write(f"job failed: {error}\n")
             return job
         if not claimed:
             await asyncio.sleep(IDLE_POLL_SECONDS)

@@ -7,20 +7,21 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine import bulk
+from engine import bulk, cli_instances
 from engine.bulk_runner import MAX_BATCH_ERRORS, JobRunner
 from engine.errors import InvalidRequest, UnknownWorkflow
 from engine.model import Event, Instance, InstanceStatus
 from engine.runtime import Runtime
 from engine.store.jobs import Job
 from tests import flows
-from tests.integration.test_runtime import order_data, registry
+from tests.integration.test_runtime import FakeClock, order_data, registry
 from workflows.order import Order
 
 
@@ -353,3 +354,177 @@ async def test_a_job_whose_batches_keep_failing_is_marked_failed_with_the_error(
     assert failed.error is not None
     assert failed.error["error"] == "RuntimeError: broken batch"
     assert failed.done == 0
+
+
+async def test_runners_racing_on_a_failing_send_event_settle_each_item_once_with_its_outcome(
+    runtime: Runtime, db: AsyncEngine
+) -> None:
+    # The action fails and its retry policy has a backoff: each instance becomes
+    # "retrying" after one attempt. Whichever runner claims an item holds it (and its
+    # instance) until it is settled with that outcome: no other runner applies the event
+    # again meanwhile and settles it "already applied" or "parked".
+    made = await counters(runtime, "R", 24)
+    for instance in made:
+        flows.FAILURES[instance.business_key] = 10
+    request = bulk.BulkRequest(
+        "send_event",
+        bulk.parse_filter({"workflow": "test.counter"}),
+        event_type="counter.slow_label",
+        payload={"label": "bulk"},
+    )
+    job, _ = await bulk.create(runtime, request)
+    await asyncio.gather(*(JobRunner(runtime, batch_size=3).run_job(job.id) for _ in range(4)))
+    done = await bulk.get(runtime, job.id)
+    assert (done.status, done.succeeded, done.skipped, done.failed) == ("completed", 0, 0, 24)
+    reasons = {i.reason for i in await bulk.items(runtime, job.id, status="failed")}
+    assert len(reasons) == 24
+    assert all("the instance is retrying" in (r or "") for r in reasons)
+    for instance in made:
+        current = await runtime.get(instance.id)
+        assert current.status is InstanceStatus.RETRYING
+        assert current.error is not None
+        assert current.error["attempts"] == 1
+        assert flows.FAILURES[instance.business_key] == 9  # one attempt only
+    attempts = await rows(
+        db,
+        "select instance_id, count(*) from history where event_id like 'bulk:%'"
+        " group by instance_id",
+    )
+    assert {r[0]: r[1] for r in attempts} == {i.id: 1 for i in made}
+    parked = await scalar(db, "select count(*) from parked_events")
+    assert parked == 0
+
+
+async def test_a_failing_send_event_settles_its_item_in_the_batch_that_claimed_it(
+    runtime: Runtime,
+) -> None:
+    # The retry policy runs inside the batch's transaction: when the batch commits, the
+    # item is already settled (nothing is left pending for another runner to claim).
+    (instance,) = await counters(runtime, "L", 1)
+    flows.FAILURES[instance.business_key] = 10
+    request = bulk.BulkRequest(
+        "send_event",
+        bulk.parse_filter({"ids": [str(instance.id)]}),
+        event_type="counter.slow_label",
+        payload={"label": "bulk"},
+    )
+    job, _ = await bulk.create(runtime, request)
+    assert await JobRunner(runtime).run_batch(job) == 1
+    after = await bulk.get(runtime, job.id)
+    assert (after.status, after.failed, after.done) == ("running", 1, 1)
+    assert await bulk.items(runtime, job.id, status="pending") == []
+    assert await JobRunner(runtime).run_batch(job) == 0
+    assert (await bulk.get(runtime, job.id)).status == "completed"
+
+
+async def test_a_job_skips_instances_that_no_longer_match_its_filter(
+    runtime: Runtime, clock: FakeClock, db: AsyncEngine
+) -> None:
+    started = [
+        (await runtime.start("order", f"M-{i}", order_data(f"M-{i}"))).instance for i in range(4)
+    ]
+    clock.advance(timedelta(days=3))
+    request = cancel_request(workflow="order", state="placed", in_state_longer_than="P2D")
+    job, _ = await bulk.create(runtime, request)
+    assert job.total == 4
+    # Meanwhile one order's payment starts: it is no longer "placed" for more than 2 days.
+    moved = started[0]
+    await runtime.send(
+        Event(
+            "payment.initiated",
+            "pay-M-0",
+            payload={"payment_id": "P", "provider": "x"},
+            instance_id=moved.id,
+        )
+    )
+    done = await run_to_end(runtime, job)
+    assert (done.status, done.succeeded, done.skipped, done.failed) == ("completed", 3, 1, 0)
+    (skipped,) = await bulk.items(runtime, job.id, status="skipped")
+    assert (skipped.instance_id, skipped.reason) == (moved.id, bulk.NO_LONGER_MATCHES)
+    current = await runtime.get(moved.id)
+    assert (current.status, current.state) == (InstanceStatus.ACTIVE, "payment_pending")
+    per_instance = await cancel_events_per_instance(db, [i.id for i in started])
+    assert per_instance == {i.id: 1 for i in started[1:]}
+
+
+async def test_a_send_event_job_skips_instances_that_no_longer_match_its_filter(
+    runtime: Runtime,
+) -> None:
+    made = await counters(runtime, "N", 3)
+    request = bulk.BulkRequest(
+        "send_event",
+        bulk.parse_filter({"workflow": "test.counter", "status": "active"}),
+        event_type="counter.tick",
+    )
+    job, _ = await bulk.create(runtime, request)
+    await runtime.send(Event("counter.close", "close-N-0", instance_id=made[0].id))
+    done = await run_to_end(runtime, job)
+    assert (done.succeeded, done.skipped, done.failed) == (2, 1, 0)
+    (skipped,) = await bulk.items(runtime, job.id, status="skipped")
+    assert (skipped.instance_id, skipped.reason) == (made[0].id, bulk.NO_LONGER_MATCHES)
+    assert (await runtime.get(made[1].id)).data["count"] == 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "names"),
+    [
+        ({"in_state_longer_than": "P999999999D"}, "in_state_longer_than: must be positive"),
+        ({"in_state_longer_than": "P36501D"}, "at most 100 years"),
+        ({"in_state_longer_than": "PT0S"}, "in_state_longer_than: must be positive"),
+        ({"in_state_longer_than": 3600}, "in_state_longer_than: must be an ISO 8601 duration"),
+        ({"created_after": "0001-01-01T00:00:00+14:00"}, "created_after: is out of range"),
+        ({"updated_before": "2026-01-31"}, "updated_before: must be an ISO 8601 date-time"),
+        ({"created_before": 1767225600}, "created_before: must be an ISO 8601 date-time"),
+    ],
+)
+def test_durations_and_date_times_are_checked_like_the_query_parameters(
+    raw: dict[str, Any], names: str
+) -> None:
+    for texts in (False, True):
+        if texts and not all(isinstance(v, str) for v in raw.values()):
+            continue
+        with pytest.raises(InvalidRequest, match=names):
+            bulk.parse_filter(raw, texts=texts)
+
+
+def test_a_filter_keeps_its_durations_and_date_times_through_the_jobs_spec() -> None:
+    parsed = bulk.parse_filter(
+        {"in_state_longer_than": "P1DT12H", "created_after": "2026-01-01T02:00:00+02:00"}
+    )
+    assert parsed.in_state_longer_than == timedelta(days=1, hours=12)
+    assert parsed.created_after == datetime(2026, 1, 1, tzinfo=UTC)
+    request = bulk.BulkRequest("cancel", parsed)
+    stored = request.spec()["filter"]
+    assert stored == {"in_state_longer_than": "P1DT12H", "created_after": "2026-01-01T00:00:00Z"}
+    assert bulk.BulkFilter.model_validate(stored) == parsed
+
+
+def test_a_reserved_event_type_is_refused() -> None:
+    with pytest.raises(InvalidRequest, match="reserved"):
+        bulk.BulkRequest(
+            "send_event", bulk.parse_filter({"all": True}), event_type="conveyor.cancel"
+        )
+
+
+async def test_the_cli_marks_a_job_failed_when_its_batches_keep_failing(
+    runtime: Runtime, db: AsyncEngine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await runtime.start("order", "F-1", order_data("F-1"))
+    request = cancel_request(workflow="order", data={"customer_id": "C-1"})
+    job, _ = await bulk.create(runtime, request)
+    # A CLI whose registry lacks the order workflow cannot rebuild the job's data filter:
+    # every batch fails, for a reason of its own (not a transient one).
+    without = Runtime(
+        db, registry(flows.Counter), topic_prefix=runtime.topics.prefix, clock=runtime.clock
+    )
+    followed = await cli_instances._follow(without, job)
+    assert followed.status == "failed"
+    assert followed.error is not None
+    assert followed.error["batches_failed"] == MAX_BATCH_ERRORS
+    assert "UnknownWorkflow" in followed.error["error"]
+    err = capsys.readouterr().err
+    assert err.count("batch failed: UnknownWorkflow") == MAX_BATCH_ERRORS - 1
+    assert "job failed: UnknownWorkflow" in err
+    assert (await runtime.get((await bulk.items(runtime, job.id))[0].instance_id)).status is (
+        InstanceStatus.ACTIVE
+    )
