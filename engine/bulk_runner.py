@@ -28,7 +28,6 @@ the same batches for its job while it shows the progress.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import Sequence
 
@@ -41,13 +40,14 @@ from engine.liveness import DatabaseOutage
 from engine.model import Event, Instance, Outcome
 from engine.observability import get_logger
 from engine.planning import Result
+from engine.polling import poll
 from engine.runtime import Runtime
 from engine.store import jobs
 from engine.store import statements as sql
 from engine.store.database import driver_transaction
 from engine.store.jobs import Job, Settled
 from engine.store.queries import instance_from_row
-from engine.transient import is_database_unavailable, is_transient
+from engine.transient import is_transient
 
 log = get_logger("conveyor.bulk")
 
@@ -92,29 +92,18 @@ class JobRunner:
         """Apply running jobs until ``stop`` is set; poll every ``poll_interval`` when idle.
         Survives database outages (backing off), like the other services."""
         log.info("bulk job runner started")
-        delay = self.poll_interval
-        while not stop.is_set():
-            try:
-                worked = await self.run_pending(stop)
-            except Exception as exc:  # the loop must survive whatever one round meets
-                if is_database_unavailable(exc):
-                    self.outage.failed(exc)
-                    log.warning(
-                        "bulk job round failed; retrying",
-                        error=f"{type(exc).__name__}: {exc}",
-                        retry_in=delay,
-                    )
-                else:
-                    log.exception("bulk job round failed", retry_in=delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
-                delay = min(delay * 2, self.retry_max)
-                continue
-            self.outage.succeeded()
-            delay = self.poll_interval
-            if not worked:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.poll_interval)
+
+        async def round_() -> bool:
+            return bool(await self.run_pending(stop))
+
+        await poll(
+            round_,
+            stop,
+            name="bulk job",
+            poll_interval=self.poll_interval,
+            retry_max=self.retry_max,
+            outage=self.outage,
+        )
         log.info("bulk job runner stopped", applied=self.applied)
 
     async def run_pending(self, stop: asyncio.Event | None = None) -> int:

@@ -11,16 +11,15 @@ they survive restarts; overdue timers fire on the first poll after start-up.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import timedelta
 
 from engine.liveness import DatabaseOutage
 from engine.model import Outcome, TimerFiring
 from engine.observability import get_logger
+from engine.polling import poll
 from engine.runtime import Runtime
 from engine.store import statements as sql
 from engine.store.database import driver_transaction
-from engine.transient import is_database_unavailable
 
 log = get_logger("conveyor.scheduler")
 
@@ -68,28 +67,16 @@ class TimerScheduler:
     async def run(self, stop: asyncio.Event) -> None:
         """Fire due timers until ``stop`` is set; poll every ``poll_interval`` when idle."""
         log.info("timer scheduler started")
-        delay = self.poll_interval
-        while not stop.is_set():
-            try:
-                outcomes = await self.fire_due()
-            except Exception as exc:  # the loop must survive whatever one round meets
-                if is_database_unavailable(exc):
-                    self.outage.failed(exc)
-                    log.warning(
-                        "timer scheduler round failed; retrying",
-                        error=f"{type(exc).__name__}: {exc}",
-                        retry_in=delay,
-                    )
-                else:
-                    log.exception("timer scheduler round failed", retry_in=delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
-                delay = min(delay * 2, self.retry_max)
-                continue
-            self.outage.succeeded()
-            delay = self.poll_interval
-            if len(outcomes) >= self.batch_size:
-                continue  # more may be due right now
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.poll_interval)
+
+        async def round_() -> bool:
+            return len(await self.fire_due()) >= self.batch_size  # more may be due now
+
+        await poll(
+            round_,
+            stop,
+            name="timer scheduler",
+            poll_interval=self.poll_interval,
+            retry_max=self.retry_max,
+            outage=self.outage,
+        )
         log.info("timer scheduler stopped", fired=self.fired)
