@@ -317,6 +317,14 @@ def compile_workflow(cls: type) -> WorkflowSpec:
                 f"'{RESERVED_EVENT_PREFIX}' are Conveyor's own (declare an operator cancel "
                 "with on_cancel)"
             )
+    unused = sorted(set(events_map) - handled - {start_event})
+    if unused:
+        names = ", ".join(f"'{e}'" for e in unused)
+        raise fail(
+            f"events declares a payload schema for {names}, which no transition handles and "
+            "which is not the start_event (a misspelt event type would turn its validation "
+            "off silently); fix the name or remove the entry"
+        )
     if CANCEL_EVENT in handled:
         payload_schemas.setdefault(CANCEL_EVENT, OperatorCancel)
     for event_type in handled:

@@ -131,3 +131,18 @@ def test_conveyor_event_types_are_reserved() -> None:
             a = State(initial=True)
             b = State(final=True)
             go = a.on("conveyor.retry").to(b)
+
+
+def test_a_payload_schema_for_an_event_nothing_handles_is_a_definition_error() -> None:
+    class Paid(BaseModel):
+        amount: int
+
+    with pytest.raises(DefinitionError, match=r"'payment\.capturd'.*no transition handles"):
+
+        class Misspelt(Workflow[Data]):
+            name = "misspelt"
+            data_schema = Data
+            events = {"payment.capturd": Paid}
+            a = State(initial=True)
+            b = State(final=True)
+            pay = a.on("payment.captured").to(b)
