@@ -13,7 +13,15 @@ from sanic import Blueprint, HTTPResponse, Request
 
 from api.context import check_storable, json_response, metrics_of, runtime_of, timed
 from api.idempotency import HEADER as IDEMPOTENCY_HEADER
-from api.schemas import CancelInstance, HistoryQuery, InstanceQuery, NoQuery, SendEvent
+from api.problems import problem_type
+from api.schemas import (
+    CancelInstance,
+    HistoryQuery,
+    InstanceQuery,
+    MoveInstance,
+    NoQuery,
+    SendEvent,
+)
 from api.tracing import request_id_of, tag_request
 from api.validation import header_text, parse_body, parse_query, parse_uuid, prefixed_query
 from engine import data_filters, operations
@@ -37,6 +45,7 @@ REJECTION_STATUS = {
     "inactive": 409,
     "invalid_payload": 422,
     "unknown_event": 422,
+    "orphaned": 409,
 }
 
 
@@ -48,12 +57,17 @@ class EventRejected(ConveyorError):
     def __init__(self, rejection: Rejection) -> None:
         super().__init__(rejection.message)
         self.status_code = REJECTION_STATUS.get(rejection.reason, 409)
+        if rejection.reason == "orphaned":
+            # Its workflow, version or state is not loaded here (see `conveyor check`).
+            self.title = "Instance orphaned"
+            self.problem_type = problem_type("orphaned")
         self.extensions: dict[str, Any] = {
             "reason": rejection.reason,
             "event_id": rejection.event_id,
             "event_type": rejection.event_type,
             "state": rejection.state,
             "allowed_events": list(rejection.allowed_events),
+            "missing": rejection.missing,
             "errors": [
                 {"path": f"payload.{f.path}" if f.path else "payload", "message": f.message}
                 for f in rejection.field_errors
@@ -243,6 +257,27 @@ async def cancel_instance(request: Request, instance_id: str) -> HTTPResponse:
             "instance": runtime.instance_json(instance),
         }
     )
+
+
+@bp.post("/<instance_id:str>/move", ctx_scope="admin")
+async def move_instance(request: Request, instance_id: str) -> HTTPResponse:
+    """Operator: put an active, retrying or failed instance into another state its version
+    declares (no hooks or actions run; its timers become the new state's); 422 for an
+    undeclared state, 409 for an ended instance."""
+    target = parse_uuid(instance_id)
+    body = parse_body(request, MoveInstance)
+    tag_request(request, instance=str(target))
+    runtime = runtime_of(request)
+    async with timed(request, "move"), _workflow_tagged_on_failure(request, target):
+        instance = await operations.move(
+            runtime,
+            target,
+            state=body.state,
+            reason=body.reason,
+            request_id=request_id_of(request),
+        )
+    metrics_of(request).transitions.inc(instance.workflow, "moved", version=instance.version)
+    return json_response(runtime.instance_json(instance))
 
 
 @bp.post("/<instance_id:str>/retry", ctx_scope="admin")

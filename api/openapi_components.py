@@ -19,6 +19,7 @@ MODELS: tuple[type[BaseModel], ...] = (
     schemas.StartInstance,
     schemas.SendEvent,
     schemas.CancelInstance,
+    schemas.MoveInstance,
     schemas.InstanceOut,
     schemas.InstancePage,
     schemas.CancelResult,

@@ -329,6 +329,20 @@ def paths() -> dict[str, Any]:
                 operation_id="getStats",
             )
         },
+        "/v1/instances/{instance_id}/move": {
+            "post": _op(
+                "Move an instance into another state of its version (operator)",
+                "instances",
+                "admin",
+                {
+                    "200": _json("InstanceOut", "Moved: its timers are the new state's"),
+                    **_problems(404, 409, 415, 422),
+                },
+                parameters=[INSTANCE],
+                body=_body("MoveInstance"),
+                operation_id="moveInstance",
+            )
+        },
         "/v1/instances/{instance_id}/timers": {
             "get": _op(
                 "Pending timers of an instance",

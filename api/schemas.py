@@ -124,6 +124,18 @@ class InstanceQuery(BaseModel):
     cursor: str | None = Field(None, min_length=1, max_length=500, pattern=NO_NUL)
 
 
+class MoveInstance(RequestBody):
+    state: str = Field(
+        min_length=1,
+        max_length=200,
+        pattern=NO_NUL,
+        description="A state the instance's version declares.",
+    )
+    reason: str = Field(
+        "", max_length=1000, pattern=NO_NUL, description="Why; recorded in the history."
+    )
+
+
 class StatsQuery(BaseModel):
     """Query parameters of ``GET /v1/stats``."""
 

@@ -1,4 +1,5 @@
-"""Operator actions: cancel (the workflow's business cancel where it declares one) and retry.
+"""Operator actions: cancel (the workflow's business cancel where it declares one), retry,
+and move (put an instance into another declared state by hand).
 
 Functions over a :class:`~engine.runtime.Runtime`: operator actions sit above the
 runtime (the HTTP API calls them with its runtime) and use only its public surface. Each is
@@ -16,15 +17,25 @@ from typing import Literal
 import asyncpg
 
 from engine import retries
+from engine.decisions import FieldError, TimerToSet
 from engine.declarations import CANCEL_EVENT
-from engine.errors import CancelFailed, InstanceNotFound, InvalidState, UnknownWorkflow
+from engine.errors import (
+    CancelFailed,
+    InstanceNotFound,
+    InvalidState,
+    PayloadInvalid,
+    UnknownWorkflow,
+)
 from engine.model import Event, Instance, InstanceStatus, Outcome
 from engine.runtime import Runtime
 from engine.store import inbox, timers
 from engine.store import statements as sql
 from engine.store.database import driver_transaction
 from engine.store.queries import instance_from_row
-from engine.store.writeset import WriteSet
+from engine.store.writeset import HistoryRow, InstanceUpdate, WriteSet
+
+MOVE_EVENT = "conveyor.move"
+"""The event type of an operator's manual move in history and ``state_changed``."""
 
 CANCELLED_WHILE_PARKED = (
     "the instance was cancelled while this event waited behind a retry; it was not applied"
@@ -228,3 +239,115 @@ async def retry_locked(
     return await retries.resume(
         runtime.applier, conn, active, error, attempts=0, request_id=request_id
     )
+
+
+MOVED_WHILE_PARKED = (
+    "the instance was moved by an operator while this event waited behind a retry; it was "
+    "not applied"
+)
+
+
+async def move(
+    runtime: Runtime,
+    instance_id: uuid.UUID,
+    *,
+    state: str,
+    reason: str = "",
+    request_id: str | None = None,
+) -> Instance:
+    """Put an instance into another declared state of its version: see :func:`move_locked`."""
+    async with driver_transaction(runtime.db) as conn:
+        rows = await conn.fetch(sql.LOCK_INSTANCES, [instance_id])
+        if not rows:
+            raise InstanceNotFound(f"no instance {instance_id}")
+        return await move_locked(
+            runtime,
+            conn,
+            instance_from_row(rows[0]),
+            state=state,
+            reason=reason,
+            request_id=request_id,
+        )
+
+
+async def move_locked(
+    runtime: Runtime,
+    conn: asyncpg.Connection,
+    instance: Instance,
+    *,
+    state: str,
+    reason: str = "",
+    request_id: str | None = None,
+) -> Instance:
+    """An operator's manual move of ``instance`` (locked by the caller's transaction) into
+    ``state``, a state its version declares, without running hooks or actions.
+
+    As on entering ``state``: the instance's timers go (its old state's, a pending retry)
+    and the new state's are set from now; ``state_entered_at`` is now; the status is what
+    the state gives (``active``; ``completed`` or ``cancelled`` for a final state), so a
+    failed or retrying instance is active again (events parked behind its retry are
+    refused). Recorded in the history (``conveyor.move``, outcome ``moved``) and on the
+    ``state_changed`` topic. An ended instance (completed, cancelled) is not moved.
+    """
+    if instance.status in (InstanceStatus.COMPLETED, InstanceStatus.CANCELLED):
+        raise InvalidState(
+            f"instance {instance.id} is {instance.status.value} in state '{instance.state}'; "
+            "an ended instance is not moved"
+        )
+    try:
+        spec = runtime.registry.get(instance.workflow, instance.version).spec
+    except UnknownWorkflow:
+        raise InvalidState(
+            f"{instance.workflow} v{instance.version} is not deployed here, so its states are "
+            "unknown; deploy it to move the instance"
+        ) from None
+    target = spec.states.get(state)
+    if target is None:
+        known = ", ".join(spec.states)
+        raise PayloadInvalid(
+            "the request body is invalid",
+            [FieldError("state", f"{spec.label} declares no state {state!r}; its states: {known}")],
+        )
+    now = runtime.clock()
+    status = "cancelled" if target.cancelled else "completed" if target.final else "active"
+    revision = instance.revision + 1
+    event_id = f"move:{instance.id}:{revision}"
+    writes = WriteSet(now, runtime.topics)
+    error = None if status == "active" else instance.error
+    writes.update(instance.id, InstanceUpdate(state, instance.data, status, revision, now, error))
+    writes.history(
+        HistoryRow(
+            instance.id,
+            revision,
+            event_id,
+            MOVE_EVENT,
+            "operator",
+            "moved",
+            {"state": state, "reason": reason},
+            from_state=instance.state,
+            to_state=state,
+            reason=reason or None,
+            request_id=request_id,
+        )
+    )
+    writes.state_changed(
+        instance,
+        from_state=instance.state,
+        to_state=state,
+        status=status,
+        revision=revision,
+        event_id=event_id,
+        event_type=MOVE_EVENT,
+        request_id=request_id,
+    )
+    for timer in target.timers:
+        writes.set_timer(
+            instance.id,
+            event_id,
+            TimerToSet(timer.name, timer.state, now + timer.delay, timer.transition),
+        )
+    await timers.delete(conn, instance.id)
+    await retries.refuse_parked(conn, writes, instance, revision, MOVED_WHILE_PARKED)
+    await writes.write(conn)
+    row = await conn.fetchrow(sql.GET_INSTANCE, instance.id)
+    return instance_from_row(row)

@@ -193,3 +193,18 @@ async def test_cancel_answers_which_cancel_ran(client: httpx.AsyncClient) -> Non
         f"/v1/instances/{order['id']}/events", json={"type": "conveyor.cancel"}
     )
     assert any("reserved" in e["message"] for e in problem(reserved, 422)["errors"])
+
+
+async def test_move_puts_an_instance_into_a_declared_state(client: httpx.AsyncClient) -> None:
+    order = await start(client, "MV-1")
+    url = f"/v1/instances/{order['id']}"
+    moved = await client.post(f"{url}/move", json={"state": "payment_pending", "reason": "x"})
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["state"] == "payment_pending"
+    (timer,) = (await client.get(f"{url}/timers")).json()["items"]
+    assert timer["name"] == "payment_timeout"
+    bad = problem(await client.post(f"{url}/move", json={"state": "limbo"}), 422)
+    assert "limbo" in bad["errors"][0]["message"]
+    problem(await client.post(f"{url}/move", json={}), 422)
+    await client.post(f"{url}/move", json={"state": "cancelled"})
+    problem(await client.post(f"{url}/move", json={"state": "placed"}), 409)

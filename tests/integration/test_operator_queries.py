@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine import operations
 from engine.dsl import ActionContext, GuardContext, OperatorCancel, State, Workflow, on_cancel
-from engine.errors import CancelFailed, InstanceNotFound
+from engine.errors import CancelFailed, InstanceNotFound, InvalidState, PayloadInvalid
 from engine.model import Instance, InstanceStatus
 from engine.runtime import Runtime
 from engine.settings import Settings
@@ -244,3 +244,49 @@ async def test_a_cancel_route_whose_guard_refuses_falls_back_to_the_status(
     assert outcomes[-1] == "cancelled"
     by_route = await operations.cancel(runtime, allowed.id, reason="x")
     assert (by_route.mode, by_route.instance.state) == ("transition", "void")
+
+
+async def test_a_move_sets_the_new_state_timers_from_now_and_records_it(
+    runtime: Runtime, db: AsyncEngine, clock: FakeClock
+) -> None:
+    paid = await paid_order(runtime, "M-1")
+    assert await rows(db, "select name from timers where instance_id = :i", i=paid.id) == [
+        ("packing_overdue",)
+    ]
+    clock.advance(timedelta(hours=1))
+    moved = await operations.move(
+        runtime, paid.id, state="payment_pending", reason="capture reversed", request_id="r-9"
+    )
+    assert (moved.state, moved.status, moved.state_entered_at) == (
+        "payment_pending",
+        InstanceStatus.ACTIVE,
+        clock.now,
+    )
+    due = await rows(db, "select name, due_at from timers where instance_id = :i", i=paid.id)
+    assert due == [("payment_timeout", clock.now + timedelta(minutes=30))]
+    last = (await runtime.history(paid.id))[-1]
+    assert (last.event_type, last.outcome, last.from_state, last.to_state, last.request_id) == (
+        "conveyor.move",
+        "moved",
+        "paid",
+        "payment_pending",
+        "r-9",
+    )
+    # Events now follow the new state: the payment can be captured again.
+    outcome = await runtime.send(ev(paid.id, "payment.captured", PAID))
+    assert outcome.to_state == "paid"
+
+
+async def test_a_move_into_a_final_state_ends_the_instance_and_bad_moves_are_refused(
+    runtime: Runtime, db: AsyncEngine
+) -> None:
+    order = (await runtime.start("order", "M-2", order_data("M-2"))).instance
+    with pytest.raises(PayloadInvalid):
+        await operations.move(runtime, order.id, state="limbo")
+    ended = await operations.move(runtime, order.id, state="cancelled", reason="duplicate")
+    assert (ended.state, ended.status) == ("cancelled", InstanceStatus.CANCELLED)
+    assert await rows(db, "select 1 from timers where instance_id = :i", i=order.id) == []
+    with pytest.raises(InvalidState, match="ended"):
+        await operations.move(runtime, order.id, state="placed")
+    with pytest.raises(InstanceNotFound):
+        await operations.move(runtime, uuid.uuid4(), state="placed")
