@@ -23,6 +23,13 @@ GENERIC_DETAIL = "An unexpected error occurred; quote the request id when report
 CLIENT_CLOSED = 499
 UNAVAILABLE_DETAIL = "A service Conveyor depends on is unavailable right now; retry shortly."
 RETRY_AFTER_SECONDS = "2"
+# Problem types of Conveyor's own (identifiers, relative to the API; not pages to fetch).
+PROBLEM_TYPE_BASE = "/problems/"
+
+
+def problem_type(name: str) -> str:
+    """The problem ``type`` URI of Conveyor's problem ``name``, e.g. ``/problems/orphaned``."""
+    return f"{PROBLEM_TYPE_BASE}{name}"
 
 
 def problem(

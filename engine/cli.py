@@ -20,6 +20,8 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from engine import cli_instances
+from engine.cli_check import register as register_check
+from engine.cli_check import start_check
 from engine.cli_deadletters import register as register_deadletters
 from engine.errors import InvalidRequest
 from engine.observability import configure_logging, get_logger
@@ -68,6 +70,8 @@ def _serve_api(settings: Settings, *, command: str, with_worker: bool) -> int:
     if problem is not None:
         print(f"conveyor {command}: {problem}", file=sys.stderr)
         return 1
+    if not start_check(settings, command):
+        return 1
 
     # lazy: the API's stack (sanic, the database, Kafka) is loaded by the commands that serve it
     from sanic import Sanic
@@ -112,6 +116,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
             for line in describe_invalid(exc, names={"worker_services": "--services"}):
                 print(f"conveyor worker: {line}", file=sys.stderr)
             return 2
+    if not start_check(settings, "worker"):
+        return 1
     return _run_async(run_worker(settings))
 
 
@@ -295,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prefix", help="the key's prefix, as `apikey list` shows it")
     p.set_defaults(func=cmd_apikey_revoke)
     register_deadletters(sub)
+    register_check(sub)
 
     p = sub.add_parser(
         "emit",

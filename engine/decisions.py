@@ -122,6 +122,7 @@ RejectionReason = Literal[
     "stale_timer",
     "finished",
     "inactive",  # set by the runtime: the instance is cancelled or failed
+    "orphaned",  # set by the runtime: its workflow, version or state is not loaded
 ]
 
 
@@ -136,6 +137,7 @@ class Rejection:
     event_id: str
     event_type: str
     state: str
+    missing: str | None = None  # orphaned: "workflow", "version" or "state"
 
 
 class ActionFailed(ConveyorError):

@@ -43,6 +43,7 @@ from engine.model import (
     OutcomeStatus,
     TimerFiring,
 )
+from engine.orphans import missing_definition, orphaned_message
 from engine.registry import Registry
 from engine.store.writeset import HistoryRow, InstanceUpdate, WriteSet, rejected_payload
 from engine.wire.topics import Topics
@@ -184,6 +185,19 @@ async def _decide_one(
         event_type = trigger.name if isinstance(trigger, TimerFiring) else trigger.type
         rejection = Rejection("inactive", message, (), (), event_id, event_type, current.state)
         return _record_rejection(writes, current, trigger, rejection)
+    missing = missing_definition(registry, instance.workflow, instance.version, current.state)
+    if missing is not None:
+        # Not a failure: the definition is gone (see `conveyor check`). The event id stays
+        # unclaimed, so that a replay after the definition is deployed again applies it; a
+        # timer is cancelled like any other refused timer.
+        event_type = trigger.name if isinstance(trigger, TimerFiring) else trigger.type
+        message = orphaned_message(instance.workflow, instance.version, current.state, missing)
+        rejection = Rejection(
+            "orphaned", message, (), (), event_id, event_type, current.state, missing
+        )
+        if isinstance(trigger, TimerFiring):
+            writes.cancel_timer(instance.id, trigger.name)
+        return _record_rejection(writes, current, trigger, rejection)
     definition = registry.get(instance.workflow, instance.version)
     snapshot = Snapshot(current.state, current.data, current.revision)
     decision = await decide(definition, snapshot, decide_trigger(trigger), now)
@@ -311,8 +325,9 @@ def _record_rejection(
 def claims_event_id(rejection: Rejection | None) -> bool:
     """Whether a decided trigger uses up its event id (an inbox row). A payload that
     failed its schema does not: the same id with a corrected payload may still apply (a
-    dead letter's replay, or a client's fixed retry); its history row is written anyway."""
-    return rejection is None or rejection.reason != "invalid_payload"
+    dead letter's replay, or a client's fixed retry); nor does an orphaned instance's (its
+    definition may be deployed again). Its history row is written anyway."""
+    return rejection is None or rejection.reason not in ("invalid_payload", "orphaned")
 
 
 def _behind_retry(

@@ -95,6 +95,13 @@ class Settings(BaseSettings):
         2.0, gt=0, description="Time each readiness check may take before it counts as down."
     )
 
+    allow_orphans: bool = Field(
+        False,
+        description="Let api, worker and dev start although live instances have a workflow, "
+        "version or state the loaded workflows do not define (see `conveyor check`); their "
+        "events are then refused as orphaned (HTTP 409, dead letter 'orphaned').",
+    )
+
     @field_validator("workflow_modules", "worker_services", mode="before")
     @classmethod
     def _split_lists(cls, value: object) -> object:

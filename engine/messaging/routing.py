@@ -49,6 +49,7 @@ DeadLetterReason = Literal[
     "no_instance",  # no instance for the key, and the type starts no workflow
     "instance_conflict",  # a start for a business key that another start created
     "processing_error",  # the runtime raised a non-transient error for this event
+    "orphaned",  # the instance's workflow, version or state is not loaded (conveyor check)
 ]
 
 
