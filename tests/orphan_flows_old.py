@@ -4,6 +4,8 @@ Tests start instances with these, then load the new module to find them orphaned
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from pydantic import BaseModel
 
 from engine.dsl import State, Workflow
@@ -27,6 +29,7 @@ class OrphanV1(Workflow[OrphanData]):
     done = State(final=True)
 
     poke = open.on("orphan.poke").to(done)
+    idle = open.after(timedelta(hours=1), name="idle").to(done)
 
 
 class OrphanV2(Workflow[OrphanData]):
