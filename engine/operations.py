@@ -27,6 +27,7 @@ from engine.errors import (
     UnknownWorkflow,
 )
 from engine.model import Event, Instance, InstanceStatus, Outcome
+from engine.orphans import InstanceOrphaned, missing_definition, orphaned_message
 from engine.runtime import Runtime
 from engine.store import inbox, timers
 from engine.store import statements as sql
@@ -221,6 +222,12 @@ async def retry_locked(
             "retrying instances can be retried"
         )
     error = instance.error
+    missing = missing_definition(
+        runtime.registry, instance.workflow, instance.version, instance.state
+    )
+    if missing is not None:  # its trigger would be refused, and its parked events with it
+        message = orphaned_message(instance.workflow, instance.version, instance.state, missing)
+        raise InstanceOrphaned(f"{message}; deploy it to retry the instance", missing)
     active = await retries.reactivate(
         runtime.applier,
         conn,

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from engine.errors import ConveyorError
 from engine.registry import Registry
 
 Missing = Literal["workflow", "version", "state"]
@@ -88,6 +89,20 @@ def format_report(orphans: Iterable[Orphan]) -> list[str]:
 
 
 ALL_DEFINED = "all live instances are defined"
+# The problem type of an orphan's refusals over HTTP (see api.problems.problem_type).
+ORPHANED_PROBLEM_TYPE = "/problems/orphaned"
+
+
+class InstanceOrphaned(ConveyorError):
+    """An operation needs the instance's definition, which is not loaded (409)."""
+
+    status_code = 409
+    title = "Instance orphaned"
+    problem_type = ORPHANED_PROBLEM_TYPE
+
+    def __init__(self, message: str, missing: Missing) -> None:
+        super().__init__(message)
+        self.extensions = {"reason": "orphaned", "missing": missing}
 
 
 def orphaned_message(workflow: str, version: int, state: str, missing: Missing) -> str:
@@ -101,6 +116,8 @@ def orphaned_message(workflow: str, version: int, state: str, missing: Missing) 
 
 __all__ = [
     "ALL_DEFINED",
+    "ORPHANED_PROBLEM_TYPE",
+    "InstanceOrphaned",
     "LiveCount",
     "Missing",
     "Orphan",

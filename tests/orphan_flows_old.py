@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from pydantic import BaseModel
 
-from engine.dsl import State, Workflow
+from engine.dsl import ActionContext, RetryPolicy, State, Workflow
 
 
 class OrphanData(BaseModel):
@@ -19,16 +19,21 @@ class Poke(BaseModel):
     pass
 
 
+async def boom(ctx: ActionContext[OrphanData, Poke]) -> None:
+    raise RuntimeError("the label service is down")
+
+
 class OrphanV1(Workflow[OrphanData]):
     name = "test.orphan"
     version = 1
     data_schema = OrphanData
-    events = {"orphan.poke": Poke}
+    events = {"orphan.poke": Poke, "orphan.fail": Poke}
 
     open = State(initial=True)
     done = State(final=True)
 
     poke = open.on("orphan.poke").to(done)
+    fail = open.on("orphan.fail").to(done, action=boom, retry=RetryPolicy(attempts=1))
     idle = open.after(timedelta(hours=1), name="idle").to(done)
 
 

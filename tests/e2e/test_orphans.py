@@ -163,10 +163,23 @@ async def test_an_event_for_an_orphan_is_409_orphaned_naming_what_is_missing(
     assert got.status_code == 200
 
 
+async def test_retrying_a_failed_orphan_is_409_orphaned_and_changes_nothing(
+    orphan_client: httpx.AsyncClient, seeded: Seeded
+) -> None:
+    response = await orphan_client.post(f"/v1/instances/{seeded.failed}/retry")
+    assert response.status_code == 409, response.text
+    body = response.json()
+    assert body["type"].endswith("/orphaned")
+    assert (body["title"], body["missing"]) == ("Instance orphaned", "version")
+    assert "test.orphan v1 is not deployed" in body["detail"]
+    got = (await orphan_client.get(f"/v1/instances/{seeded.failed}")).json()
+    assert got["status"] == "failed"
+
+
 async def test_an_operator_can_cancel_an_orphan(
     orphan_client: httpx.AsyncClient, seeded: Seeded
 ) -> None:
-    for target in (seeded.v1, seeded.legacy):
+    for target in (seeded.v1, seeded.failed, seeded.legacy):
         response = await orphan_client.post(f"/v1/instances/{target}/cancel", json={})
         assert response.status_code == 200, response.text
         body = response.json()
