@@ -48,7 +48,13 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     except ConfigurationError as exc:
         print(f"conveyor check: {exc}", file=sys.stderr)
         return 2
-    orphans = uvloop.run(orphans_in_database(settings, registry))
+    try:
+        orphans = uvloop.run(orphans_in_database(settings, registry))
+    except Exception as exc:
+        if not _unreachable(exc):
+            raise
+        print(f"conveyor check: cannot reach the database: {type(exc).__name__}", file=sys.stderr)
+        return 2
     if not orphans:
         print(ALL_DEFINED)
         return 0
@@ -60,11 +66,10 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 def start_check(settings: Settings, command: str) -> bool:
     """Whether ``conveyor <command>`` may start: no orphans, or CONVEYOR_ALLOW_ORPHANS.
 
-    Refusing prints the report on stderr. Workflow modules that do not load, or a
-    database that does not answer, are left to the service itself (it reports the first
-    and waits for the second)."""
-    from engine.transient import is_database_unavailable  # lazy: drivers
-
+    Refusing prints the report on stderr. Workflow modules that do not load, a database
+    that does not answer (within START_TIMEOUT_SECONDS) or has no instances table yet are
+    left to the service itself (it reports the first, waits for the second and its
+    readiness shows the third): a warning, and the service starts."""
     try:
         registry = load_workflows(settings.workflow_modules)
     except ConfigurationError:
@@ -73,13 +78,9 @@ def start_check(settings: Settings, command: str) -> bool:
         orphans = uvloop.run(
             asyncio.wait_for(orphans_in_database(settings, registry), START_TIMEOUT_SECONDS)
         )
-    except (TimeoutError, OSError) as exc:
-        log.warning("orphan check skipped: database unreachable", error=str(exc) or "timeout")
-        return True
-    except Exception as exc:
-        if not is_database_unavailable(exc):
-            raise
-        log.warning("orphan check skipped: database unreachable", error=str(exc))
+    except Exception as exc:  # the service reports (or waits out) what is wrong itself
+        why = "database unreachable" if _unreachable(exc) else "cannot read the instances"
+        log.warning(f"orphan check skipped: {why}", error=f"{type(exc).__name__}: {exc}")
         return True
     if not orphans:
         return True
@@ -101,6 +102,12 @@ def start_check(settings: Settings, command: str) -> bool:
     return False
 
 
+def _unreachable(exc: BaseException) -> bool:
+    from engine.transient import is_database_unavailable  # lazy: the drivers
+
+    return isinstance(exc, TimeoutError | OSError) or is_database_unavailable(exc)
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``check`` to the ``conveyor`` parser."""
     p = sub.add_parser(
@@ -108,7 +115,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="list live instances whose workflow, version or state is not defined",
         description="List the live instances (active, retrying, failed) whose workflow, "
         "version or state is not defined by CONVEYOR_WORKFLOW_MODULES, grouped and counted. "
-        "Exit status: 0 all defined, 1 some are not, 2 the workflow modules do not load.",
+        "Exit status: 0 all defined, 1 some are not, 2 the workflow modules do not load or "
+        "the database cannot be reached.",
     )
     p.set_defaults(func=cmd_check)
 

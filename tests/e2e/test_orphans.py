@@ -72,6 +72,14 @@ def test_check_with_workflow_modules_that_do_not_load_exits_2(settings: Settings
     assert "workflow module 'tests.no_such_flows' not found" in result.stderr
 
 
+def test_check_without_a_database_exits_2_with_one_line(settings: Settings) -> None:
+    unreachable = settings.database_url.replace("127.0.0.1:5432", "127.0.0.1:9")
+    result = conveyor(settings, "check", CONVEYOR_DATABASE_URL=unreachable)
+    assert result.returncode == 2, result
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("conveyor check: cannot reach the database: ")
+
+
 @pytest.mark.parametrize("command", [["api"], ["worker"], ["dev"]], ids=" ".join)
 def test_services_refuse_to_start_over_orphans(
     settings: Settings, seeded: Seeded, command: list[str]
