@@ -22,7 +22,7 @@ from engine.store.dead_letters import DeadLetterFilter, DeadLetterRecord
 from tests.conftest import wait_for
 from tests.integration.test_dead_letters_worker import ce
 from tests.integration.test_worker import consume, produce, running_worker
-from tests.orphan_support import NEW, seed
+from tests.orphan_support import NEW, OLD, seed
 
 
 @pytest.fixture
@@ -72,6 +72,11 @@ async def test_a_kafka_event_for_an_orphan_is_dead_lettered_as_orphaned(
     assert "does not declare state 'legacy_review'" in by_event["k-legacy"].detail
     published = await consume(worker_settings, f"{worker_settings.topic_prefix}.deadletter", 2)
     assert len(published) == 2
+    # Once v1 is deployed again, the replay applies the very event (its id was not used up).
+    redeployed = Runtime(db, load_workflows([OLD]), topic_prefix=worker_settings.topic_prefix)
+    replayed = await deadletters.replay(redeployed, by_event["k-v1"].id)
+    assert replayed.status == "replayed"
+    assert (await redeployed.get(seeded.v1)).state == "done"
     assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
     printed = capsys.readouterr()
     assert "Traceback" not in printed.out + printed.err
