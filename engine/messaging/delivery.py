@@ -241,9 +241,9 @@ async def apply_start(
 def outcome_verdict(outcome: Outcome) -> Unroutable | None:
     """Whether an event's outcome leaves its message dead, and why: a payload that fails
     its schema, an instance whose definition is not loaded (orphaned), or no instance to
-    apply it to. Anything else took effect or is kept by the
-    runtime (applied, a duplicate, refused in this state and recorded in history, retrying,
-    parked, failed, a stale timer). The worker and a dead letter's replay share it."""
+    apply it to. Anything else took effect or is kept by the runtime (applied, a
+    duplicate, refused in this state and recorded in history, retrying, parked, failed, a
+    stale timer). The worker and a dead letter's replay share it."""
     rejection = outcome.rejection
     if outcome.status == "rejected" and rejection is not None:
         if rejection.reason == "invalid_payload":
