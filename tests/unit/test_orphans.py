@@ -9,7 +9,14 @@ from datetime import UTC, datetime
 import orjson
 
 from engine.model import Event, Instance, InstanceStatus, InstanceTrigger, TimerFiring
-from engine.orphans import LiveCount, Orphan, find_orphans, format_report, missing_definition
+from engine.orphans import (
+    ORPHANED_PROBLEM_TYPE,
+    LiveCount,
+    Orphan,
+    find_orphans,
+    format_report,
+    missing_definition,
+)
 from engine.planning import Loaded, claims_event_id, plan
 from engine.registry import Registry, load_workflows
 from engine.wire.topics import Topics
@@ -99,3 +106,9 @@ async def test_planning_refuses_a_trigger_for_an_orphan_without_claiming_its_id(
         (timer.event_id, "rejected"),
     ]
     assert not rows.get("inbox")
+
+
+def test_the_api_and_the_engine_name_the_same_orphaned_problem_type() -> None:
+    from api.problems import problem_type
+
+    assert problem_type("orphaned") == ORPHANED_PROBLEM_TYPE == "/problems/orphaned"
