@@ -73,14 +73,17 @@ async def test_unhandled_error_reaches_sentry_tagged_with_workflow_and_instance(
                 json={"business_key": "o-sentry", "data": order_data("o-sentry")},
             )
             instance_id = started.json()["id"]
-            # Version drift: the stored state is one this version does not declare.
+            # Corrupted storage written behind the engine's back: a failed instance whose
+            # error names no event, so an operator's retry meets what cannot happen.
             async with db.begin() as conn:
                 await conn.execute(
-                    text("update instances set state = 'ghost' where id = :i"), {"i": instance_id}
+                    text(
+                        "update instances set status = 'failed', error = '{\"ghost\": 1}'"
+                        " where id = :i"
+                    ),
+                    {"i": instance_id},
                 )
-            response = await http.post(
-                f"/v1/instances/{instance_id}/events", json={"type": "payment.initiated"}
-            )
+            response = await http.post(f"/v1/instances/{instance_id}/retry")
             # A 4xx the API answers on purpose is not reported.
             assert (await http.get("/v1/workflows/nope")).status_code == 404
 
@@ -95,7 +98,7 @@ async def test_unhandled_error_reaches_sentry_tagged_with_workflow_and_instance(
     assert "Traceback" not in response.text
     assert body["request_id"] == "req-sentry-1"
     unknown_state = [
-        e for e in events if "UnknownState" in orjson.dumps(e.get("exception", {})).decode()
+        e for e in events if "KeyError" in orjson.dumps(e.get("exception", {})).decode()
     ]
     assert unknown_state, events
     tags = unknown_state[0]["tags"]

@@ -310,7 +310,7 @@ async def test_an_empty_job_completes_on_its_first_round(runtime: Runtime) -> No
     assert (done.status, bulk.progress(done)) == ("completed", 1.0)
 
 
-async def test_events_for_a_workflow_no_longer_deployed_fail_their_items_alone(
+async def test_events_for_a_workflow_no_longer_deployed_are_skipped_as_orphaned(
     runtime: Runtime, db: AsyncEngine
 ) -> None:
     made = await counters(runtime, "U", 3)
@@ -323,10 +323,11 @@ async def test_events_for_a_workflow_no_longer_deployed_fail_their_items_alone(
     # A runner whose registry lacks the counter workflow: its planning raises per event.
     without = Runtime(db, registry(Order), topic_prefix=runtime.topics.prefix, clock=runtime.clock)
     done = await run_to_end(without, job)
-    assert (done.status, done.succeeded, done.failed) == ("completed", 0, 3)
-    reasons = {i.reason for i in await bulk.items(runtime, job.id, status="failed")}
+    # Orphaned instances: each event is refused as orphaned (never an error), item by item.
+    assert (done.status, done.succeeded, done.skipped, done.failed) == ("completed", 0, 3, 0)
+    reasons = {i.reason for i in await bulk.items(runtime, job.id, status="skipped")}
     assert len(reasons) == 1
-    assert "UnknownWorkflow" in (reasons.pop() or "")
+    assert "not deployed" in (reasons.pop() or "")
     for instance in made:
         assert (await runtime.get(instance.id)).data["count"] == 0
 
