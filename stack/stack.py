@@ -448,8 +448,9 @@ def kafka_up() -> None:
                     conf_dir,
                     "kafka.tools.StorageTool",
                     "format",
-                    "-t",
-                    cluster_id,
+                    # One argument: a random id may start with "-", which would
+                    # otherwise be read as an option.
+                    f"--cluster-id={cluster_id}",
                     "-c",
                     str(conf_dir / "server.properties"),
                     "--ignore-formatted",
