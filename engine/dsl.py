@@ -29,7 +29,7 @@ itself through `engine.spec` when subclassed. Imports point one way:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar, Generic
+from typing import Any, ClassVar, Generic, Literal
 
 from pydantic import BaseModel
 
@@ -99,6 +99,8 @@ class Workflow(Generic[DataT]):
     events: ClassVar[Mapping[str, type[BaseModel]]] = {}
     start_event: ClassVar[str | None] = None
     """An event type (from Kafka) that starts a new instance of this workflow."""
+    key_reuse: ClassVar[Literal["never", "after_end"]] = "never"
+    """May a start take a business key whose instance has ended (``after_end``)?"""
     spec: ClassVar[WorkflowSpec]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

@@ -66,7 +66,8 @@ from engine.observability import get_logger
 from engine.planning import Result
 from engine.registry import Registry
 from engine.slas import sla_breached, sla_due_at, state_slas
-from engine.store import queries
+from engine.spec import WorkflowSpec
+from engine.store import key_reuse, queries
 from engine.store import statements as sql
 from engine.store.database import driver_connection
 from engine.store.queries import InstanceFilter, instance_from_row
@@ -148,7 +149,9 @@ class Runtime:
         id: one event may start several workflows, one Idempotency-Key serve several.
 
         Raises InstanceConflict when ``business_key`` belongs to an instance from a
-        different start, PayloadInvalid when ``data`` fails the data schema.
+        different start, PayloadInvalid when ``data`` fails the data schema. If that
+        instance has ended and the version started has ``key_reuse = "after_end"``, the
+        new instance takes the key over instead (the old one is ``key_released``).
 
         ``conn``: write inside the caller's transaction on that connection, not in a
         shared group commit (a dead letter's replay; a lost race then propagates).
@@ -195,6 +198,19 @@ class Runtime:
         else:
             async with driver_connection(self.db) as pooled:
                 existing = await pooled.fetchrow(sql.FIND_FOR_START, *find)
+        if existing is not None and _reusable(existing, definition.spec, idempotency_key):
+            # It has ended and this version lets its key be used again: take it over.
+            reused = await self._reuse_key(existing["id"], prepared, conn)
+            if reused is not None:
+                log.info(
+                    "business key reused",
+                    workflow=prepared.workflow,
+                    business_key=business_key,
+                    instance_id=str(reused.id),
+                    released=str(existing["id"]),
+                )
+                return StartResult(reused, created=True)
+            existing = None  # another start was first: answer as for what it started
         if existing is None:  # the other instance went away meanwhile: start afresh
             return await self.start(
                 workflow,
@@ -251,6 +267,34 @@ class Runtime:
             return [i if i.id in created else None for i in instances]
 
         return await (insert() if conn is not None else retry_conflicts(insert))
+
+    async def _reuse_key(
+        self, ended: uuid.UUID, prepared: _PreparedStart, conn: asyncpg.Connection | None
+    ) -> Instance | None:
+        """In one transaction, take the key of the ended instance ``ended`` over (mark it
+        ``key_released``) and insert the new instance: None (nothing written) when another
+        start was first, having taken the key or the idempotency key."""
+
+        async def take_over(conn: asyncpg.Connection) -> Instance | None:
+            try:
+                async with conn.transaction():  # a savepoint inside the caller's transaction
+                    if not await key_reuse.release_key(conn, ended):
+                        return None
+                    (instance,) = await self._start_batch([prepared], conn)
+                    if instance is None:
+                        raise _LostRace
+                    return instance
+            except _LostRace:
+                return None
+
+        if conn is not None:
+            return await take_over(conn)
+
+        async def pooled() -> Instance | None:
+            async with driver_connection(self.db) as conn:
+                return await take_over(conn)
+
+        return await retry_conflicts(pooled)
 
     @staticmethod
     def _existing_start(
@@ -367,6 +411,13 @@ class Runtime:
         """The instance of ``workflow`` with ``business_key``."""
         return await queries.find(self.db, workflow, business_key)
 
+    async def find_with_earlier(
+        self, workflow: str, business_key: str, *, limit: int = 20
+    ) -> tuple[Instance, list[Instance]]:
+        """The instance of ``workflow`` with ``business_key``, and up to ``limit`` earlier
+        instances that gave the key up to a newer one (key reuse), newest first."""
+        return await key_reuse.find_with_earlier(self.db, workflow, business_key, limit=limit)
+
     async def history(
         self, instance_id: uuid.UUID, *, after: int = 0, limit: int = 100
     ) -> list[HistoryRecord]:
@@ -391,6 +442,22 @@ class Runtime:
         (now, by this runtime's clock)."""
         due = sla_due_at(self.registry, instance)
         return instance.to_json(due, sla_breached(due, self.clock()))
+
+
+class _LostRace(Exception):
+    """Another start took the idempotency key while this one took a business key over:
+    roll the take-over back."""
+
+
+def _reusable(row: asyncpg.Record, spec: WorkflowSpec, idempotency_key: str | None) -> bool:
+    """May this start take over the key of ``row``, the instance that holds it: ended, a
+    workflow version that allows it, and not the same start again (same idempotency key)?"""
+    same_start = idempotency_key is not None and row["start_key"] == idempotency_key
+    return (
+        spec.key_reuse == "after_end"
+        and not same_start
+        and row["status"] in (InstanceStatus.COMPLETED.value, InstanceStatus.CANCELLED.value)
+    )
 
 
 def _record_start(writes: WriteSet, instance: Instance, start: _PreparedStart) -> None:

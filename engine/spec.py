@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel
 
@@ -33,6 +33,13 @@ cancel (never by a client: the API and the worker refuse the prefix), may have r
 
 RESERVED_TIMER_PREFIX = "conveyor."
 """Timer names Conveyor keeps for itself (``conveyor.retry`` fires durable retries)."""
+
+KeyReuse = Literal["never", "after_end"]
+"""When a start may take a business key that an earlier instance holds: ``never`` (one
+instance per key, ever) or ``after_end`` (once that instance has completed or been
+cancelled; the new instance takes the key and the old one keeps its history)."""
+
+KEY_REUSE_POLICIES: tuple[KeyReuse, ...] = get_args(KeyReuse)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +118,7 @@ class WorkflowSpec:
     allowed_events: Mapping[str, tuple[str, ...]]
     handled_events: frozenset[str]
     start_event: str | None
+    key_reuse: KeyReuse = "never"  # the policy of the version being started decides
 
     @property
     def label(self) -> str:
@@ -119,7 +127,16 @@ class WorkflowSpec:
 
 
 _RESERVED = frozenset(
-    {"name", "version", "description", "data_schema", "events", "start_event", "spec"}
+    {
+        "name",
+        "version",
+        "description",
+        "data_schema",
+        "events",
+        "start_event",
+        "key_reuse",
+        "spec",
+    }
 )
 
 
@@ -160,6 +177,11 @@ def compile_workflow(cls: type) -> WorkflowSpec:
             states[attr] = value
         elif isinstance(value, Transitions):
             groups[attr] = value
+
+    key_reuse = getattr(cls, "key_reuse", "never")
+    if key_reuse not in KEY_REUSE_POLICIES:
+        choices = ", ".join(f"'{p}'" for p in KEY_REUSE_POLICIES)
+        raise fail(f"`key_reuse` must be one of {choices}, not {key_reuse!r}")
 
     initials = [n for n, s in states.items() if s.initial]
     if len(initials) != 1:
@@ -414,4 +436,5 @@ def compile_workflow(cls: type) -> WorkflowSpec:
         allowed_events=allowed,
         handled_events=frozenset(handled) | ({start_event} if start_event else frozenset()),
         start_event=start_event,
+        key_reuse=key_reuse,
     )

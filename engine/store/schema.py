@@ -21,6 +21,7 @@ from __future__ import annotations
 from sqlalchemy import (
     TIMESTAMP,
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     ForeignKey,
@@ -69,12 +70,30 @@ instances = Table(
     Column("created_at", _timestamp(), nullable=False, server_default=NOW),
     Column("updated_at", _timestamp(), nullable=False, server_default=NOW),
     Column("state_entered_at", _timestamp(), nullable=False),
+    # Key reuse (0007): true on an ended instance whose business key a newer one took.
+    Column("key_released", Boolean, nullable=False, server_default=text("false")),
     PrimaryKeyConstraint("id", name="instances_pkey"),
     CheckConstraint(
         "status in ('active', 'retrying', 'completed', 'failed', 'cancelled')",
         name="instances_status",
     ),
-    UniqueConstraint("workflow", "business_key", name="instances_workflow_business_key"),
+    # One instance holds a (workflow, business key): the one whose key is not released
+    # (0007; before, a unique constraint ``instances_workflow_business_key``).
+    Index(
+        "instances_key_holder",
+        "workflow",
+        "business_key",
+        unique=True,
+        postgresql_where=text("not key_released"),
+    ),
+    # The earlier instances of a business key, newest first (0007).
+    Index(
+        "instances_released_keys",
+        "workflow",
+        "business_key",
+        "created_at",
+        postgresql_where=text("key_released"),
+    ),
     # Start idempotency: one instance per (workflow, idempotency key).
     Index(
         "instances_start_key",

@@ -109,11 +109,13 @@ union all
 select 't', instance_id, id::text from timers where id = any($3::uuid[])
 """
 
+# A business key names the instance that holds it: after a key reuse, the newest one
+# (``not key_released``: at most one per workflow and key, by ``instances_key_holder``).
 RESOLVE_BUSINESS_KEYS = """
 select i.id, i.workflow, i.business_key
 from instances i
 join unnest($1::text[], $2::text[]) as k(workflow, business_key)
-  on i.workflow = k.workflow and i.business_key = k.business_key
+  on i.workflow = k.workflow and i.business_key = k.business_key and not i.key_released
 """
 
 # Everything a batch of decisions writes, in one statement. Each table's rows travel as
@@ -231,10 +233,18 @@ START_INSTANCES = Statement.named(
     )
 )
 
+# After a start found its key taken: the instance of the same start (same idempotency
+# key), else the one holding the business key ($1 workflow, $2 business key, $3
+# idempotency key or null).
 FIND_FOR_START = f"""
-select {INSTANCE_COLUMNS}, start_key from instances
-where workflow = $1 and (business_key = $2 or ($3::text is not null and start_key = $3))
-order by (start_key is not distinct from $3) desc
+select * from (
+  select {INSTANCE_COLUMNS}, start_key, true as same_start from instances
+  where workflow = $1 and $3::text is not null and start_key = $3
+  union all
+  select {INSTANCE_COLUMNS}, start_key, false from instances
+  where workflow = $1 and business_key = $2 and not key_released
+) as found
+order by same_start desc
 limit 1
 """
 
@@ -247,7 +257,8 @@ GET_INSTANCE = f"select {INSTANCE_COLUMNS} from instances where id = $1"
 GET_INSTANCES = f"select {INSTANCE_COLUMNS} from instances where id = any($1::uuid[])"
 
 FIND_INSTANCE = (
-    f"select {INSTANCE_COLUMNS} from instances where workflow = $1 and business_key = $2"
+    f"select {INSTANCE_COLUMNS} from instances"
+    " where workflow = $1 and business_key = $2 and not key_released"
 )
 
 # The scheduler's claim: due timers not leased by another scheduler, skipping rows that
