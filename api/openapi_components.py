@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from api import bulk_schemas, schemas
+from api import bulk_schemas, key_reuse, schemas
 
 REF = "#/components/schemas/{model}"
 
@@ -32,6 +32,7 @@ MODELS: tuple[type[BaseModel], ...] = (
     schemas.Problem,
     *schemas.DEAD_LETTER_MODELS,
     *bulk_schemas.BULK_MODELS,
+    *key_reuse.KEY_REUSE_MODELS,
 )
 
 

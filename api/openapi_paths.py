@@ -195,7 +195,14 @@ def paths() -> dict[str, Any]:
                 "Find an instance by business key",
                 "workflows",
                 "read",
-                {"200": _json("InstanceOut", "The instance"), **_problems(404)},
+                {
+                    "200": _json(
+                        "InstanceByKey",
+                        "The instance holding the key (after a key reuse, the newest), "
+                        "with the earlier instances of the key in `earlier`",
+                    ),
+                    **_problems(404),
+                },
                 parameters=[
                     NAME,
                     _path_param(

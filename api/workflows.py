@@ -11,6 +11,7 @@ from sanic import Blueprint, HTTPResponse, Request
 
 from api import idempotency
 from api.context import check_storable, json_response, metrics_of, runtime_of, timed
+from api.key_reuse import EARLIER_LIMIT, earlier_json
 from api.schemas import StartInstance, VersionQuery
 from api.tracing import request_id_of, tag_request
 from api.validation import header_text, parse_body, parse_query, path_segment
@@ -155,15 +156,16 @@ def _start_key(scope: idempotency.KeyScope) -> str:
 @bp.get("/<name:str>/instances/<business_key:str>", ctx_scope="read")
 async def find_instance(request: Request, name: str, business_key: str) -> HTTPResponse:
     """The instance of ``name`` with ``business_key``, percent-encoded in the path as one
-    segment (``a%2Fb`` for ``a/b``, ``z%C3%BCrich`` for ``zürich``)."""
+    segment (``a%2Fb`` for ``a/b``, ``z%C3%BCrich`` for ``zürich``): the one holding the
+    key, with the ones that held it before (key reuse) in ``earlier``."""
     runtime = runtime_of(request)
     runtime.registry.get(name)
     business_key = path_segment(business_key, "business key")
     if "\x00" in business_key:
         raise InstanceNotFound(f"no {name} instance with business key {business_key!r}")
-    instance = await runtime.find(name, business_key)
+    instance, earlier = await runtime.find_with_earlier(name, business_key, limit=EARLIER_LIMIT)
     tag_request(request, workflow=name, instance=str(instance.id))
-    return json_response(runtime.instance_json(instance))
+    return json_response({**runtime.instance_json(instance), "earlier": earlier_json(earlier)})
 
 
 def idempotency_key(request: Request) -> str | None:
