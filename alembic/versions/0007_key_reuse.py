@@ -66,7 +66,7 @@ def downgrade() -> None:
     )
     if released:
         raise RuntimeError(
-            f"cannot downgrade below 0007: {released} instances gave their business key to "
+            f"cannot downgrade below 0007: {released} instance(s) gave their business key to "
             "a newer instance, and the unique constraint on (workflow, business_key) that "
             "0006 has would not hold; delete those instances (where key_released) first"
         )
