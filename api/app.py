@@ -23,6 +23,7 @@ from api.health import bp as health_bp
 from api.instances import bp as instances_bp
 from api.metrics import Metrics, record_request
 from api.metrics import bp as metrics_bp
+from api.migrations import bp as migrations_bp
 from api.problems import ProblemErrorHandler
 from api.stats import bp as stats_bp
 from api.tracing import begin_request, end_request, log_access
@@ -71,6 +72,7 @@ def create_app(
     app.blueprint(instances_bp)
     app.blueprint(dead_letters_bp)
     app.blueprint(bulk_bp)
+    app.blueprint(migrations_bp)
     app.blueprint(stats_bp)
     # One middleware each way (each costs a dispatch on every request). Order matters: the
     # request id first (so that a 401 carries it), then the key. The access log is chosen

@@ -17,7 +17,7 @@ from sanic_ext import Extend
 from sanic_ext.extensions.openapi import openapi as oas
 from sanic_ext.extensions.openapi.extension import OpenAPIExtension
 
-from api import openapi_bulk, openapi_dead_letters
+from api import openapi_bulk, openapi_dead_letters, openapi_migrations
 from api.openapi_components import components, security_schemes
 from api.openapi_paths import paths
 
@@ -27,8 +27,16 @@ def document(title: str, version: str) -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
         "info": {"title": title, "version": version},
-        "paths": {**paths(), **openapi_dead_letters.paths(), **openapi_bulk.paths()},
-        "components": {"schemas": components(), "securitySchemes": security_schemes()},
+        "paths": {
+            **paths(),
+            **openapi_dead_letters.paths(),
+            **openapi_bulk.paths(),
+            **openapi_migrations.paths(),
+        },
+        "components": {
+            "schemas": {**components(), **openapi_migrations.components()},
+            "securitySchemes": security_schemes(),
+        },
     }
 
 
