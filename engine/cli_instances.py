@@ -15,11 +15,13 @@ import argparse
 import asyncio
 import sys
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
 import uvloop
 
+from engine import cli_migrate
 from engine.errors import ConveyorError, InvalidRequest
 from engine.settings import Settings
 
@@ -70,7 +72,10 @@ def add_parser(sub: Any) -> None:
             "--detach", action="store_true", help="create the job, print its id and return"
         )
         a.set_defaults(func=cmd_bulk, action=action)
-    j = actions.add_parser("job", help="show a bulk job", description="Show a bulk job as JSON.")
+    cli_migrate.add_parser(actions, follow=_follow, open_runtime=_runtime)
+    j = actions.add_parser(
+        "job", help="show a bulk or migration job", description="Show a job as JSON."
+    )
     j.add_argument("job_id", metavar="ID", help="the job id")
     j.set_defaults(func=cmd_job)
 
@@ -181,11 +186,16 @@ def _request(args: argparse.Namespace) -> BulkRequest:
     )
 
 
-async def _follow(runtime: Runtime, job: Job) -> Job:
+async def _follow(
+    runtime: Runtime,
+    job: Job,
+    get: Callable[[Runtime, uuid.UUID], Awaitable[Job]] | None = None,
+) -> Job:
     """Apply the job's batches here (workers may share them) and show the progress until
     it finishes. A batch that fails for a reason of its own is tried again; after
     :data:`engine.bulk_runner.MAX_BATCH_ERRORS` in a row the job is marked failed, as a
-    worker would, and this says why (the command then exits 1)."""
+    worker would, and this says why (the command then exits 1). ``get`` reads the job
+    (default :func:`engine.bulk.get`; a migration job: :func:`engine.migrate.get`)."""
     from engine import bulk  # lazy: see _bulk
     from engine.bulk_runner import JobRunner
     from engine.transient import is_transient
@@ -201,7 +211,7 @@ async def _follow(runtime: Runtime, job: Job) -> Job:
             # worker would) once MAX_BATCH_ERRORS batches in a row have failed.
             sys.stderr.write(f"\nbatch failed: {type(exc).__name__}: {exc}\n")
             claimed = 0
-        job = await bulk.get(runtime, job.id)
+        job = await (get or bulk.get)(runtime, job.id)
         sys.stderr.write("\r" + progress_bar(job))
         sys.stderr.flush()
         if job.status != "running":
@@ -224,7 +234,8 @@ def progress_bar(job: Job) -> str:
 
 
 async def _show_job(args: argparse.Namespace, settings: Settings) -> int:
-    from engine import bulk  # lazy: see _bulk
+    from engine import bulk, migrate  # lazy: see _bulk
+    from engine.store import jobs
 
     try:
         job_id = uuid.UUID(args.job_id)
@@ -233,10 +244,12 @@ async def _show_job(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     runtime = _runtime(settings)
     try:
-        job = await bulk.get(runtime, job_id)
-        shown = bulk.job_json(job)
+        job = await jobs.get(runtime.db, job_id)
+        if job is None or job.kind not in (bulk.KIND, migrate.KIND):
+            raise bulk.JobNotFound(f"no bulk or migration job {job_id}")
+        shown = migrate.job_json(job) if job.kind == migrate.KIND else bulk.job_json(job)
         for status in ("failed", "skipped"):
-            found = await bulk.items(runtime, job_id, status=status, limit=20)
+            found = await jobs.items(runtime.db, job_id, status=status, after=None, limit=20)
             shown[f"{status}_items"] = [bulk.item_json(i) for i in found]
     except ConveyorError as exc:
         print(f"conveyor instances job: {exc}", file=sys.stderr)
