@@ -39,9 +39,10 @@ def add_parser(sub: Any) -> None:
     """Add ``instances`` and its actions to the ``conveyor`` parser's subcommands."""
     p = sub.add_parser(
         "instances",
-        help="bulk actions on instances: cancel, retry; show a bulk job",
+        help="bulk actions on instances: cancel, retry, migrate; show a job",
         description="Cancel or retry every instance a filter selects, as a durable job "
-        "(the same as POST /v1/bulk), or show a job.",
+        "(the same as POST /v1/bulk), migrate running instances to another version of their "
+        "workflow, or show a job.",
     )
     actions = p.add_subparsers(dest="instances_command", required=True, metavar="ACTION")
     for action, text in (
