@@ -1,4 +1,5 @@
-"""Applying bulk jobs: a batch of items per transaction, shared safely by many runners.
+"""Applying jobs (bulk actions, and migrations: :mod:`engine.migrate`): a batch of items per
+transaction, shared safely by many runners.
 
 A batch claims pending items (``FOR UPDATE SKIP LOCKED``: another runner's batch is
 skipped, not waited for), locks their instances in id order, applies the action to each,
@@ -33,7 +34,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from engine import bulk, operations, retries
+from engine import bulk, migrate, operations, retries
 from engine.applier import retry_conflicts
 from engine.errors import InvalidState
 from engine.liveness import DatabaseOutage
@@ -53,6 +54,9 @@ log = get_logger("conveyor.bulk")
 
 BATCH_SIZE = 200
 """Items per transaction."""
+
+KINDS = (bulk.KIND, migrate.KIND)
+"""The jobs this runner applies: bulk actions and workflow migrations (:mod:`engine.migrate`)."""
 
 GONE = "the instance no longer exists"
 
@@ -109,10 +113,11 @@ class JobRunner:
     async def run_pending(self, stop: asyncio.Event | None = None) -> int:
         """Run every running job until it has no item left to claim; the items done."""
         done = 0
-        for job_id in await jobs.running(self.runtime.db, bulk.KIND, limit=20):
-            if stop is not None and stop.is_set():
-                break
-            done += await self.run_job(job_id, stop)
+        for kind in KINDS:
+            for job_id in await jobs.running(self.runtime.db, kind, limit=20):
+                if stop is not None and stop.is_set():
+                    break
+                done += await self.run_job(job_id, stop)
         return done
 
     async def run_job(self, job_id: uuid.UUID, stop: asyncio.Event | None = None) -> int:
@@ -120,7 +125,7 @@ class JobRunner:
         this runner settled."""
         job = await jobs.get(self.runtime.db, job_id)
         done = 0
-        while job is not None and job.kind == bulk.KIND and job.status == "running":
+        while job is not None and job.kind in KINDS and job.status == "running":
             if stop is not None and stop.is_set():
                 break
             claimed = await self.run_batch_or_give_up(job)
@@ -168,9 +173,13 @@ class JobRunner:
                 now = self.runtime.clock()
                 if not ids:
                     if await jobs.complete_if_done(conn, job.id, now):
-                        log.info("bulk job completed", job_id=str(job.id), action=job.action)
+                        log.info(
+                            "job completed", job_id=str(job.id), kind=job.kind, action=job.action
+                        )
                     return 0
-                if job.action == "send_event":
+                if job.kind == migrate.KIND:
+                    settled = await migrate.apply_batch(self.runtime, conn, job, ids)
+                elif job.action == "send_event":
                     settled = await self._send_events(conn, job, ids)
                 else:
                     settled = await self._each(conn, job, ids)

@@ -9,7 +9,8 @@ from types import ModuleType
 from typing import Any
 
 from engine.dsl import Workflow
-from engine.errors import ConfigurationError, DefinitionError, UnknownWorkflow
+from engine.errors import ConfigurationError, DefinitionError, NotFound, UnknownWorkflow
+from engine.evolution import Migration, MigrationSpec
 
 DEFAULT_WORKFLOW_MODULES: tuple[str, ...] = ("workflows",)
 
@@ -24,6 +25,7 @@ class Registry:
 
     def __init__(self) -> None:
         self._definitions: dict[str, dict[int, WorkflowDefinition]] = {}
+        self._migrations: dict[tuple[str, int, int], MigrationSpec] = {}
 
     def register(self, definition: WorkflowDefinition) -> WorkflowDefinition:
         """Add ``definition``; registering the same class twice is a no-op."""
@@ -37,6 +39,40 @@ class Registry:
             )
         versions[spec.version] = definition
         return definition
+
+    def register_migration(self, migration: type[Migration]) -> MigrationSpec:
+        """Add a migration (and the two versions it joins, if not registered yet); one
+        migration per (workflow, from version, to version)."""
+        spec = migration.spec
+        self.register(spec.source_definition)
+        self.register(spec.target_definition)
+        key = (spec.workflow, spec.from_version, spec.to_version)
+        existing = self._migrations.get(key)
+        if existing is not None and existing is not spec:
+            raise DefinitionError(
+                f"{spec.label}: declared twice (also as '{existing.name}'); keep one migration "
+                "per pair of versions"
+            )
+        self._migrations[key] = spec
+        return spec
+
+    def migration(self, name: str, from_version: int, to_version: int) -> MigrationSpec:
+        """The migration of workflow ``name`` from one version to another, else
+        :class:`UnknownMigration` listing those declared."""
+        found = self._migrations.get((name, from_version, to_version))
+        if found is None:
+            declared = ", ".join(m.label for m in self.migrations(name)) or "none"
+            raise UnknownMigration(
+                f"no migration of {name} from v{from_version} to v{to_version} is declared; "
+                f"declared for {name}: {declared}"
+            )
+        return found
+
+    def migrations(self, name: str | None = None) -> tuple[MigrationSpec, ...]:
+        """Declared migrations (of workflow ``name``), by workflow, from and to version."""
+        return tuple(
+            spec for key, spec in sorted(self._migrations.items()) if name in (None, key[0])
+        )
 
     def get(self, name: str, version: int | None = None) -> WorkflowDefinition:
         """The definition ``name`` at ``version`` (default: the latest); else `UnknownWorkflow`."""
@@ -91,6 +127,13 @@ def load_workflows(module_names: Sequence[str] = DEFAULT_WORKFLOW_MODULES) -> Re
                     and value.__module__ == module.__name__
                 ):
                     registry.register(value)
+                elif (
+                    isinstance(value, type)
+                    and issubclass(value, Migration)
+                    and value is not Migration
+                    and value.__module__ == module.__name__
+                ):
+                    registry.register_migration(value)
     return registry
 
 
@@ -116,6 +159,10 @@ def _import(module_name: str) -> ModuleType:
         raise ConfigurationError(
             f"workflow module '{module_name}' failed to import: {error}"
         ) from error
+
+
+class UnknownMigration(NotFound):
+    title = "Unknown migration"
 
 
 def _qualified(definition: WorkflowDefinition) -> str:

@@ -93,6 +93,9 @@ class _PreparedStart:
     # The id of the request that asked for the start, recorded in the history row and the
     # state_changed message (see Runtime.start).
     event_id: str
+    # The data the start was given, recorded in its history row (a migration's replay
+    # starts from it, engine.replay).
+    start_data: Mapping[str, Any]
 
 
 class Runtime:
@@ -175,6 +178,7 @@ class Runtime:
             request_id,
             now,
             event_id or str(instance_id),
+            data,
         )
         # Concurrent starts share one transaction (group commit).
         instance = (
@@ -476,7 +480,7 @@ def _record_start(writes: WriteSet, instance: Instance, start: _PreparedStart) -
             event_type,
             start.source,
             "started",
-            {},
+            start.start_data,
             to_state=decision.to_state,
             transition=decision.transition,
             request_id=start.request_id,
