@@ -60,3 +60,48 @@ def test_readme_shows_the_example_file_word_for_word() -> None:
     example = (root / "docs" / "dsl_example.py").read_text()
     readme = (root / "README.md").read_text()
     assert f"```python\n{example}```" in readme
+
+
+async def test_readme_migration_example_judges_paid_review_and_partly_paid_orders() -> None:
+    from docs.evolution_example import MiniOrderV1ToV2
+    from engine.replay import Step, judge
+
+    migration = MiniOrderV1ToV2.spec
+    start = Step(1, "e-0", "order.placed", "kafka", "started", None, "placed", CART, NOW)
+
+    def paid(amount: str, to_state: str) -> Step:
+        return Step(
+            2,
+            "e-1",
+            "payment.captured",
+            "api",
+            "applied",
+            "placed",
+            to_state,
+            {"amount": amount},
+            NOW,
+        )
+
+    in_full = await judge(migration, "paid", {**CART, "paid": "20"}, [start, paid("20", "paid")])
+    assert (in_full.outcome, in_full.to_state) == ("ok", "packing")
+    assert in_full.data is not None
+    assert in_full.data["currency"] == "EUR"
+    in_review = await judge(migration, "review", CART, [start, paid("5", "review")])
+    assert in_review.outcome == "unmapped"
+    approved = Step(3, "e-2", "review.approved", "api", "applied", "review", "paid", {}, NOW)
+    reviewed = await judge(migration, "paid", CART, [start, paid("5", "review"), approved])
+    assert reviewed.outcome == "diverges"
+    assert reviewed.divergence is not None
+    assert reviewed.divergence.event_id == "e-1"
+
+
+def test_readme_shows_the_migration_example_word_for_word() -> None:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    example = (root / "docs" / "evolution_example.py").read_text()
+    readme = (root / "README.md").read_text()
+    assert f"```python\n{example}```" in readme
+
+
+CART = {"order_id": "o-1", "total": "20"}
