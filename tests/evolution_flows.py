@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from engine.dsl import ActionContext, GuardContext, State, Workflow
+from engine.dsl import ActionContext, GuardContext, RetryPolicy, State, Workflow
 from engine.evolution import Migration
 
 PAYMENT_TIMEOUT = timedelta(minutes=30)
@@ -50,6 +50,12 @@ async def record_carrier(ctx: ActionContext[Any, Shipped]) -> None:
     ctx.data.carrier = ctx.payload.carrier
 
 
+async def record_carrier_v1(ctx: ActionContext[Any, Shipped]) -> None:
+    if ctx.payload.carrier == "OLDPOST":  # v1's bug, fixed in v2
+        raise RuntimeError("carrier OLDPOST is not supported")
+    ctx.data.carrier = ctx.payload.carrier
+
+
 def enough(ctx: GuardContext[Any, Captured]) -> bool:
     return ctx.payload.amount >= MINIMUM_PAYMENT
 
@@ -72,7 +78,9 @@ class ParcelV1(Workflow[ParcelData]):
     flag = placed.on("parcel.flagged").to(manual_review)
     clear = manual_review.on("parcel.cleared").to(paid)
     pack = paid.on("parcel.packing").to(packing)
-    ship = packing.on("parcel.shipped").to(shipped, action=record_carrier)
+    ship = packing.on("parcel.shipped").to(
+        shipped, action=record_carrier_v1, retry=RetryPolicy(attempts=1)
+    )
     deliver = shipped.on("parcel.delivered").to(delivered)
     expire = placed.after(PAYMENT_TIMEOUT, name="payment_timeout").to(cancelled)
 

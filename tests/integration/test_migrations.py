@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine import migrate
+from engine import migrate, operations
 from engine.bulk_runner import JobRunner
 from engine.errors import InvalidRequest
 from engine.model import Event
@@ -352,3 +352,35 @@ async def test_bad_requests_say_what_is_wrong(parcels: Runtime) -> None:
         migrate.parse_filter({"colour": "red"})
     with pytest.raises(InvalidRequest, match="status"):
         migrate.parse_filter({"status": "completed"})
+
+
+async def test_a_failed_instance_migrates_and_its_retry_applies_the_event_on_the_new_version(
+    parcels: Runtime, db: AsyncEngine
+) -> None:
+    await start(parcels, ["fragile"])
+    await send(parcels, "parcel.paid", ["fragile"], {"amount": 50})
+    await send(parcels, "parcel.packing", ["fragile"])
+    failed = await parcels.send(
+        Event(
+            type="parcel.shipped",
+            event_id="ship-fragile",
+            payload={"carrier": "OLDPOST"},
+            workflow=WORKFLOW,
+            business_key="fragile",
+        )
+    )
+    assert failed.status == "failed"
+    report = await migrate.dry_run(parcels, request(status="failed"))
+    assert report.to_json()["counts"]["ok"] == 1
+    job, _ = await migrate.create(parcels, request(status="failed"))
+    await run_job(parcels, job.id)
+    instance = await parcels.find(WORKFLOW, "fragile")
+    assert (instance.version, instance.state, instance.status.value) == (2, "picking", "failed")
+    retried = await operations.retry(parcels, instance.id, request_id="after-migration")
+    assert (retried.status, retried.to_state) == ("applied", "shipped")
+    shipped = await parcels.find(WORKFLOW, "fragile")
+    assert (shipped.version, shipped.status.value, shipped.data["carrier"]) == (
+        2,
+        "active",
+        "OLDPOST",
+    )
