@@ -32,7 +32,14 @@ from engine.decisions import (
     TimerTrigger,
     Trigger,
 )
-from engine.declarations import DEFAULT_RETRY, Action, ActionContext, EmptyPayload, GuardContext
+from engine.declarations import (
+    DEFAULT_RETRY,
+    Action,
+    ActionContext,
+    EmptyPayload,
+    GuardContext,
+    PendingMessage,
+)
 from engine.dsl import Workflow
 from engine.errors import UnknownState
 from engine.ids import name_id
@@ -50,6 +57,8 @@ __all__ = [
     "MAX_DECIMAL_DIGITS",
     "MAX_DECIMAL_EXPONENT",
     "MESSAGE_NAMESPACE",
+    "MOVE_EVENT",
+    "MOVE_TRANSITION",
     "START_TRANSITION",
     "ActionFailed",
     "Decision",
@@ -65,11 +74,18 @@ __all__ = [
     "Trigger",
     "decide",
     "initial_decision",
+    "move_decision",
     "validate_input",
 ]
 
 START_TRANSITION = "<start>"
 """Transition name recorded in the history entry of a newly started instance."""
+
+MOVE_EVENT = "conveyor.move"
+"""The event type of an operator's manual move (history, ``state_changed``, hooks)."""
+
+MOVE_TRANSITION = "<move>"
+"""Transition name of an operator's manual move in its decision (and a hook's failure)."""
 
 MESSAGE_NAMESPACE = uuid.UUID("6f1c2a52-4d0e-5b7e-9a51-3c0f6e1d2b8a")
 """Namespace of outbound message ids: uuid5(namespace, f"{trigger event_id}/{index}")."""
@@ -276,14 +292,9 @@ async def _run(
         to_state=route.to_state,
     )
     try:
-        for hook in route.exit_hooks:
-            await _call(hook, context)
-        action = route.transition.action
-        if action is not None:
-            await _call(action, context)
-        context.state = route.to_state
-        for hook in route.enter_hooks:
-            await _call(hook, context)
+        await _run_steps(
+            context, route.exit_hooks, route.transition.action, route.to_state, route.enter_hooks
+        )
     except Exception as error:
         raise _failed(spec, route, error) from error
     return _decision(
@@ -294,6 +305,89 @@ async def _run(
         trigger_type,
         event_type,
         now,
+    )
+
+
+async def _run_steps(
+    context: ActionContext[Any, Any],
+    exit_hooks: Sequence[Action],
+    action: Action | None,
+    to_state: str,
+    enter_hooks: Sequence[Action],
+) -> None:
+    """Run the source's exit hooks, the action, then (in ``to_state``) the target's enter
+    hooks on ``context``; whatever one of them raises propagates."""
+    for hook in exit_hooks:
+        await _call(hook, context)
+    if action is not None:
+        await _call(action, context)
+    context.state = to_state
+    for hook in enter_hooks:
+        await _call(hook, context)
+
+
+async def move_decision(
+    definition: type[Workflow[Any]],
+    snapshot: Snapshot,
+    to_state: str,
+    *,
+    event_id: str,
+    now: datetime,
+    run_hooks: bool = False,
+) -> Decision:
+    """An operator's manual move of the instance in ``snapshot`` into ``to_state``.
+
+    No guard or action runs. With ``run_hooks`` the on-exit hooks of the source state and
+    then the on-enter hooks of ``to_state`` run on the instance data (validated with the
+    version's data schema), as on a transition: the data they change and the messages
+    they emit (ids derived from ``event_id``) are in the decision. A source state the
+    version does not declare (an orphaned instance) has no exit hooks. Without
+    ``run_hooks`` the data is kept as it is and nothing is emitted. The target's timers
+    are set from ``now``. Raises :class:`ActionFailed` (transition ``<move>``) when a
+    hook raises or the data does not fit the schema, and :class:`UnknownState` for an
+    undeclared ``to_state``.
+    """
+    spec = definition.spec
+    target = spec.states.get(to_state)
+    if target is None:
+        raise UnknownState(f"{spec.label}: no state '{to_state}' to move into")
+    source = spec.states.get(snapshot.state)
+    exit_hooks = source.on_exit if source is not None else ()
+    data: Mapping[str, Any] = snapshot.data
+    messages: tuple[PendingMessage, ...] = ()
+    if run_hooks and (exit_hooks or target.on_enter):
+        try:
+            model = spec.data_schema.model_validate(snapshot.data)
+            context: ActionContext[Any, Any] = ActionContext(
+                model,
+                EmptyPayload(),
+                now,
+                snapshot.state,
+                MOVE_EVENT,
+                from_state=snapshot.state,
+                to_state=to_state,
+            )
+            await _run_steps(context, exit_hooks, None, to_state, target.on_enter)
+        except Exception as error:
+            raise ActionFailed(
+                spec.label, MOVE_TRANSITION, snapshot.state, DEFAULT_RETRY, error
+            ) from error
+        data = model.model_dump(mode="json")
+        messages = context.messages
+    return Decision(
+        from_state=snapshot.state,
+        to_state=to_state,
+        data=data,
+        outbound=_outbound(event_id, messages),
+        timers_to_set=_timers(target.timers, now),
+        timers_to_cancel=(),
+        history=HistoryEntry(
+            event_id, "event", MOVE_EVENT, snapshot.state, to_state, MOVE_TRANSITION, now
+        ),
+        finished=target.final,
+        transition=MOVE_TRANSITION,
+        retry=DEFAULT_RETRY,
+        cancelled=target.cancelled,
     )
 
 

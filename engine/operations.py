@@ -17,10 +17,12 @@ from typing import Literal
 import asyncpg
 
 from engine import retries
-from engine.decisions import FieldError, TimerToSet
+from engine.decide import MOVE_EVENT, ActionFailed, Snapshot, move_decision
+from engine.decisions import FieldError
 from engine.declarations import CANCEL_EVENT
 from engine.errors import (
     CancelFailed,
+    ConveyorError,
     InstanceNotFound,
     InvalidState,
     PayloadInvalid,
@@ -34,9 +36,6 @@ from engine.store import statements as sql
 from engine.store.database import driver_transaction
 from engine.store.queries import instance_from_row
 from engine.store.writeset import HistoryRow, InstanceUpdate, WriteSet
-
-MOVE_EVENT = "conveyor.move"
-"""The event type of an operator's manual move in history and ``state_changed``."""
 
 CANCELLED_WHILE_PARKED = (
     "the instance was cancelled while this event waited behind a retry; it was not applied"
@@ -254,12 +253,20 @@ MOVED_WHILE_PARKED = (
 )
 
 
+class MoveFailed(ConveyorError):
+    """A hook the move was asked to run raised: the instance was not moved."""
+
+    status_code = 409
+    title = "Move hook failed"
+
+
 async def move(
     runtime: Runtime,
     instance_id: uuid.UUID,
     *,
     state: str,
     reason: str = "",
+    run_hooks: bool = False,
     request_id: str | None = None,
 ) -> Instance:
     """Put an instance into another declared state of its version: see :func:`move_locked`."""
@@ -273,6 +280,7 @@ async def move(
             instance_from_row(rows[0]),
             state=state,
             reason=reason,
+            run_hooks=run_hooks,
             request_id=request_id,
         )
 
@@ -284,10 +292,15 @@ async def move_locked(
     *,
     state: str,
     reason: str = "",
+    run_hooks: bool = False,
     request_id: str | None = None,
 ) -> Instance:
     """An operator's manual move of ``instance`` (locked by the caller's transaction) into
-    ``state``, a state its version declares, without running hooks or actions.
+    ``state``, a state its version declares. No guard or action runs; hooks only with
+    ``run_hooks``: then the on-exit hooks of its state and the on-enter hooks of ``state``
+    run on its data (the pure :func:`~engine.decide.move_decision`), the data they change
+    is stored and the messages they emit are queued to the outbox. A hook that raises
+    moves nothing (:class:`MoveFailed`).
 
     As on entering ``state``: the instance's timers go (its old state's, a pending retry)
     and the new state's are set from now; ``state_entered_at`` is now; the status is what
@@ -302,26 +315,37 @@ async def move_locked(
             "an ended instance is not moved"
         )
     try:
-        spec = runtime.registry.get(instance.workflow, instance.version).spec
+        definition = runtime.registry.get(instance.workflow, instance.version)
     except UnknownWorkflow:
         raise InvalidState(
             f"{instance.workflow} v{instance.version} is not deployed here, so its states are "
             "unknown; deploy it to move the instance"
         ) from None
-    target = spec.states.get(state)
-    if target is None:
+    spec = definition.spec
+    if state not in spec.states:
         known = ", ".join(spec.states)
         raise PayloadInvalid(
             "the request body is invalid",
             [FieldError("state", f"{spec.label} declares no state {state!r}; its states: {known}")],
         )
     now = runtime.clock()
-    status = "cancelled" if target.cancelled else "completed" if target.final else "active"
     revision = instance.revision + 1
     event_id = f"move:{instance.id}:{revision}"
+    snapshot = Snapshot(instance.state, instance.data, instance.revision)
+    try:
+        decision = await move_decision(
+            definition, snapshot, state, event_id=event_id, now=now, run_hooks=run_hooks
+        )
+    except ActionFailed as failed:
+        raise MoveFailed(
+            f"the hooks of the move of instance {instance.id} from '{instance.state}' to "
+            f"'{state}' failed ({type(failed.error).__name__}: {failed.error}); nothing was "
+            "changed. Fix the workflow, or move without run_hooks"
+        ) from failed
+    status = decision.final_status
     writes = WriteSet(now, runtime.topics)
     error = None if status == "active" else instance.error
-    writes.update(instance.id, InstanceUpdate(state, instance.data, status, revision, now, error))
+    writes.update(instance.id, InstanceUpdate(state, decision.data, status, revision, now, error))
     writes.history(
         HistoryRow(
             instance.id,
@@ -330,7 +354,7 @@ async def move_locked(
             MOVE_EVENT,
             "operator",
             "moved",
-            {"state": state, "reason": reason},
+            {"state": state, "reason": reason, "run_hooks": run_hooks},
             from_state=instance.state,
             to_state=state,
             reason=reason or None,
@@ -347,12 +371,9 @@ async def move_locked(
         event_type=MOVE_EVENT,
         request_id=request_id,
     )
-    for timer in target.timers:
-        writes.set_timer(
-            instance.id,
-            event_id,
-            TimerToSet(timer.name, timer.state, now + timer.delay, timer.transition),
-        )
+    writes.queue_outbound(instance, decision.outbound, request_id)
+    for timer in decision.timers_to_set:
+        writes.set_timer(instance.id, event_id, timer)
     await timers.delete(conn, instance.id)
     await retries.refuse_parked(conn, writes, instance, revision, MOVED_WHILE_PARKED)
     await writes.write(conn)
