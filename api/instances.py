@@ -262,8 +262,9 @@ async def cancel_instance(request: Request, instance_id: str) -> HTTPResponse:
 @bp.post("/<instance_id:str>/move", ctx_scope="admin")
 async def move_instance(request: Request, instance_id: str) -> HTTPResponse:
     """Operator: put an active, retrying or failed instance into another state its version
-    declares (no hooks or actions run; its timers become the new state's); 422 for an
-    undeclared state, 409 for an ended instance."""
+    declares (no actions run, hooks only with ``run_hooks``; its timers become the new
+    state's); 422 for an undeclared state, 409 for an ended instance or a hook that
+    raised."""
     target = parse_uuid(instance_id)
     body = parse_body(request, MoveInstance)
     tag_request(request, instance=str(target))
@@ -274,6 +275,7 @@ async def move_instance(request: Request, instance_id: str) -> HTTPResponse:
             target,
             state=body.state,
             reason=body.reason,
+            run_hooks=body.run_hooks,
             request_id=request_id_of(request),
         )
     metrics_of(request).transitions.inc(instance.workflow, "moved", version=instance.version)

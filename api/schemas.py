@@ -134,6 +134,12 @@ class MoveInstance(RequestBody):
     reason: str = Field(
         "", max_length=1000, pattern=NO_NUL, description="Why; recorded in the history."
     )
+    run_hooks: bool = Field(
+        False,
+        description="Run the on-exit hooks of the current state, then the on-enter hooks of "
+        "the new one (their data changes are kept, their messages sent); a hook that raises "
+        "refuses the move (409).",
+    )
 
 
 class StatsQuery(BaseModel):

@@ -208,3 +208,36 @@ async def test_move_puts_an_instance_into_a_declared_state(client: httpx.AsyncCl
     problem(await client.post(f"{url}/move", json={}), 422)
     await client.post(f"{url}/move", json={"state": "cancelled"})
     problem(await client.post(f"{url}/move", json={"state": "placed"}), 409)
+
+
+async def test_move_runs_the_hooks_only_with_run_hooks(
+    client: httpx.AsyncClient, db: AsyncEngine
+) -> None:
+    order = await start(client, "MV-2")
+    url = f"/v1/instances/{order['id']}"
+    sent = "select count(*) from outbox where instance_id = :i and value like '%order.delivered%'"
+
+    async def delivered_messages() -> int:
+        async with db.connect() as conn:
+            found: int = (await conn.execute(text(sent), {"i": order["id"]})).scalar_one()
+        return found
+
+    for not_a_bool in ("yes", 1, None):
+        body = {"state": "delivered", "run_hooks": not_a_bool}
+        bad = problem(await client.post(f"{url}/move", json=body), 422)
+        assert bad["errors"][0]["path"] == "run_hooks"
+    quiet = await client.post(f"{url}/move", json={"state": "delivered", "run_hooks": False})
+    assert quiet.status_code == 200, quiet.text
+    assert quiet.json()["data"]["delivered_at"] is None
+    assert await delivered_messages() == 0
+    await client.post(f"{url}/move", json={"state": "shipped"})
+    hooked = await client.post(f"{url}/move", json={"state": "delivered", "run_hooks": True})
+    assert hooked.status_code == 200, hooked.text
+    assert hooked.json()["data"]["delivered_at"] is not None
+    assert await delivered_messages() == 1
+    history = (await client.get(f"{url}/history")).json()["items"]
+    assert [h["payload"].get("run_hooks") for h in history if h["outcome"] == "moved"] == [
+        False,
+        False,
+        True,
+    ]
