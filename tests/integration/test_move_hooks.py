@@ -14,56 +14,17 @@ from typing import Any
 
 import orjson
 import pytest
-from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine import operations
 from engine.decide import MESSAGE_NAMESPACE
-from engine.dsl import ActionContext, EmptyPayload, State, Workflow
 from engine.ids import name_id
 from engine.model import InstanceStatus
 from engine.runtime import Runtime
 from engine.settings import Settings
 from engine.store.writeset import OUTBOUND_NAMESPACE
 from tests.integration.test_runtime import FakeClock, registry, rows
-
-
-class Ledger(BaseModel):
-    key: str
-    visits: list[str] = []
-    entered_at: str = ""
-    broken: bool = False
-
-
-Ctx = ActionContext[Ledger, EmptyPayload]
-
-
-def leave(ctx: Ctx) -> None:
-    ctx.data.visits.append(f"exit {ctx.state} to {ctx.to_state}")
-    ctx.emit("ledger.left", {"key": ctx.data.key, "from": ctx.from_state})
-
-
-async def arrive(ctx: Ctx) -> None:
-    ctx.data.visits.append(f"enter {ctx.state} on {ctx.event_type}")
-    ctx.data.entered_at = ctx.now.isoformat()
-    ctx.command("ledger.recount", {"key": ctx.data.key})
-
-
-def guarded(ctx: Ctx) -> None:
-    if ctx.data.broken:
-        raise RuntimeError("ledger service unreachable")
-
-
-class Hooked(Workflow[Ledger]):
-    name = "test.move_hooks"
-    data_schema = Ledger
-
-    open = State(initial=True, on_exit=[leave])
-    review = State(on_enter=[arrive, guarded])
-    done = State(final=True, on_enter=[arrive])
-
-    submit = open.on("ledger.submit").to(review)
-    close = review.on("ledger.close").to(done)
+from tests.move_flows import Hooked
 
 
 @pytest.fixture
