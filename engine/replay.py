@@ -41,6 +41,7 @@ from engine.decide import (
     TimerTrigger,
     decide,
     initial_decision,
+    move_decision,
 )
 from engine.decisions import FieldError
 from engine.evolution import MigrationSpec
@@ -192,6 +193,19 @@ async def _replay(
         if step.outcome == "moved":
             if expected is None:
                 return _at(step, None, "unmapped", f"moved into '{step.to_state}', not migratable")
+            if step.payload.get("run_hooks") is True:  # the move ran hooks: run the target's
+                try:
+                    moved = await move_decision(
+                        target,
+                        Snapshot(state, data, revision),
+                        expected,
+                        event_id=step.event_id,
+                        now=step.occurred_at,
+                        run_hooks=True,
+                    )
+                except ActionFailed as error:
+                    return _at(step, expected, "failed", f"{label}: {error}")
+                data = moved.data
             state, revision = expected, step.revision
             continue
         if step.outcome != "applied":

@@ -284,3 +284,19 @@ async def test_a_history_that_ends_elsewhere_than_the_mapped_state_diverges() ->
     assert verdict.outcome == "diverges"
     assert verdict.divergence is not None
     assert "ends in 'paid'" in verdict.divergence.reason
+
+
+async def test_a_move_that_ran_hooks_runs_the_targets_hooks_in_replay() -> None:
+    moved = Step(
+        2,
+        "move-2",
+        "conveyor.move",
+        "operator",
+        "moved",
+        "placed",
+        "packing",
+        {"state": "packing", "run_hooks": True},
+        T0,
+    )
+    verdict = await judge(MIGRATION, "packing", {"key": "p-9"}, [started({"key": "p-9"}), moved])
+    assert verdict.outcome == "ok"
