@@ -158,7 +158,7 @@ class JobRunner:
         error = {"error": f"{type(exc).__name__}: {exc}"[:2000], "batches_failed": errors}
         async with driver_transaction(self.runtime.db) as conn:
             await jobs.fail(conn, job.id, error, self.runtime.clock())
-        log.error("bulk job failed", job_id=str(job.id), exc_info=exc, **error)
+        log.error("job failed", job_id=str(job.id), kind=job.kind, exc_info=exc, **error)
         return True
 
     # ------------------------------------------------------------------ one batch

@@ -33,8 +33,9 @@ registry: :meth:`engine.registry.Registry.migration`. Applying them is
 from __future__ import annotations
 
 import copy
+import inspect
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -167,7 +168,9 @@ def compile_migration(cls: type[Migration]) -> MigrationSpec:
     ):
         raise fail("`states` must map old state names to new state names (str -> str)")
     excluded = cls.not_migratable
-    if isinstance(excluded, str) or not all(isinstance(n, str) for n in excluded):
+    if isinstance(excluded, str) or not isinstance(excluded, Iterable):
+        raise fail("`not_migratable` must be a tuple of state names")
+    if not all(isinstance(n, str) for n in excluded):
         raise fail("`not_migratable` must be a tuple of state names")
     excluded = frozenset(excluded)
     running = [n for n in s.states if n not in s.finals]
@@ -210,8 +213,11 @@ def compile_migration(cls: type[Migration]) -> MigrationSpec:
     upgrade: Upgrade | None = getattr(cls, "upgrade", None)
     if upgrade is Migration.upgrade:
         upgrade = None  # not overridden: the data is kept as it is
-    if upgrade is not None and not callable(upgrade):
-        raise fail("`upgrade` must be a function (a @staticmethod taking and returning data)")
+    if upgrade is not None and not _takes_data(upgrade):
+        raise fail(
+            "`upgrade` must be a function of the data alone (a @staticmethod taking and "
+            "returning a dict)"
+        )
     return MigrationSpec(
         name=name,
         workflow=s.name,
@@ -226,6 +232,17 @@ def compile_migration(cls: type[Migration]) -> MigrationSpec:
         upgrade=upgrade,
         description=cls.description or (cls.__doc__ or "").strip(),
     )
+
+
+def _takes_data(function: object) -> bool:
+    """Callable with one positional argument (the data)."""
+    if not callable(function):
+        return False
+    try:
+        inspect.signature(function).bind({})
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _workflow(cls: type[Migration], attribute: str, where: str) -> type[Workflow[Any]]:

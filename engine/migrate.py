@@ -25,6 +25,7 @@ written with it.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import uuid
 from collections import Counter
@@ -60,6 +61,8 @@ PAGE_SIZE = 500
 """Instances a dry run judges per database round trip."""
 DRY_RUN_LIMIT = 100_000
 """The most instances one dry run walks (a request answers when it is done)."""
+YIELD_EVERY = 20
+"""A dry run gives the event loop back after judging this many instances."""
 REPORT_LIMIT = 1_000
 """The most instances a dry-run report lists one by one (all are counted)."""
 
@@ -236,9 +239,11 @@ async def dry_run(
             if not page:
                 break
             history = await store.steps(conn, [i.id for i in page])
-            for instance in page:
+            for n, instance in enumerate(page):
                 steps = history[instance.id]
                 report.add(instance, await judge(migration, instance.state, instance.data, steps))
+                if n % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # judging is CPU: let the loop serve others
             after = page[-1].id
             if progress is not None:
                 progress(report.total, total)
@@ -399,7 +404,8 @@ def _migrate(
     event_id = f"migrate:{job.id}:{instance.id}"
     status = instance.status.value
     writes.update(
-        instance.id, InstanceUpdate(to_state, data, status, revision, None, instance.error)
+        instance.id,
+        InstanceUpdate(to_state, data, status, revision, None, _error(instance, to_state)),
     )
     writes.history(
         HistoryRow(
@@ -436,10 +442,13 @@ def _migrate(
         request_id=job.request_id,
     )
     entered = instance.state_entered_at
-    fired = {
+    fired = {  # timers that fired in this visit of the state and stayed in it
         s.event_type
         for s in steps
-        if s.outcome == "applied" and s.source == "timer" and s.occurred_at >= entered
+        if s.outcome == "applied"
+        and s.source == "timer"
+        and s.from_state == s.to_state == instance.state
+        and s.occurred_at >= entered
     }
     for timer in migration.target.states[to_state].timers:
         if timer.name in fired and timer.name not in pending:
@@ -449,6 +458,19 @@ def _migrate(
             event_id,
             TimerToSet(timer.name, timer.state, entered + timer.delay, timer.transition),
         )
+
+
+def _error(instance: Instance, to_state: str) -> dict[str, Any] | None:
+    """A failed (or retrying) instance's ``error`` after the move to ``to_state``: the
+    trigger that failed is retried there, so a timer names its new state."""
+    if instance.error is None:
+        return None
+    error = dict(instance.error)
+    if isinstance(error.get("timer"), dict):
+        error["timer"] = {**error["timer"], "state": to_state}
+    if "state" in error:
+        error["state"] = to_state
+    return error
 
 
 __all__ = [

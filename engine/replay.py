@@ -23,14 +23,19 @@ never are.
 
 Where replay starts: at the instance's last migration (its recorded data and state), else
 at its start (the start data recorded in the history; instances started before Conveyor
-recorded it replay from their current data).
+recorded it replay from their current data). Replay also keeps the target's timers: a
+recorded timer must be one the target had pending and due by then, and a target timer
+due before a recorded event (a new timer, a shorter delay) would have fired first, so the
+instance diverges there. An instance whose history retention removed is judged ``ok`` by
+its state alone, with a note saying so. Data is upgraded and validated, not compared: the
+verdict is about states.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from engine.decide import (
@@ -50,6 +55,13 @@ VerdictOutcome = Literal["ok", "diverges", "unmapped", "invalid_data"]
 
 REPLAYED = frozenset({"started", "applied", "moved", "migrated"})
 """The history outcomes replay reads (accepted triggers and operators' changes)."""
+
+START_DATA = "data"
+"""Where a start's history row keeps the data the instance was started with."""
+
+TIMER_SLACK = timedelta(seconds=1)
+"""How far a recorded time may be from a timer's due time and still count as on time (a
+history row is stamped when its transaction commits, a little after the decision)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,11 +112,6 @@ class Verdict:
     divergence: Divergence | None = None
     reason: str | None = None
 
-    @property
-    def migratable(self) -> bool:
-        """Can be migrated (``ok``; ``diverges`` only when forced)."""
-        return self.outcome in ("ok", "diverges")
-
     def to_json(self) -> dict[str, Any]:
         shown: dict[str, Any] = {
             "outcome": self.outcome,
@@ -137,9 +144,10 @@ async def judge(
         return Verdict(
             "invalid_data", state, target_state, None, reason=_field_errors(migration, upgraded)
         )
-    divergence = await _replay(migration, data, steps, target_state)
-    outcome: VerdictOutcome = "ok" if divergence is None else "diverges"
-    return Verdict(outcome, state, target_state, upgraded, divergence)
+    found = await _replay(migration, data, steps, target_state)
+    if isinstance(found, Divergence):
+        return Verdict("diverges", state, target_state, upgraded, found)
+    return Verdict("ok", state, target_state, upgraded, reason=found)
 
 
 async def _replay(
@@ -147,13 +155,18 @@ async def _replay(
     current_data: Mapping[str, Any],
     steps: Sequence[Step],
     target_state: str,
-) -> Divergence | None:
+) -> Divergence | str | None:
+    """None when the target agrees all the way; a :class:`Divergence`; or a note (str)
+    when there was nothing to replay."""
     target = migration.target_definition
     label = migration.target.label
     begin = _base(steps)
     if begin is None:
-        return None  # no history to replay (retention removed it): nothing to compare
+        return "no history to replay (removed by retention): judged by its state only"
     base = steps[begin]
+    # The target's pending timers as replay goes (name -> due); None while unknown (after
+    # an earlier migration, until the instance next changes state).
+    timers: dict[str, datetime] | None
     if base.outcome == "migrated":
         recorded = base.payload.get("data")
         start_data = recorded if isinstance(recorded, Mapping) else current_data
@@ -164,8 +177,10 @@ async def _replay(
         if state is None:
             return _at(base, None, "unmapped", f"'{base.to_state}' is not migratable")
         data: Mapping[str, Any] = upgraded
+        timers = None
     else:
-        start_data = base.payload if base.payload else current_data
+        recorded = base.payload.get(START_DATA)
+        start_data = recorded if isinstance(recorded, Mapping) else current_data
         upgraded = migration.upgraded(start_data)
         if isinstance(upgraded, tuple):
             return _at(base, None, "invalid data", _field_errors(migration, upgraded))
@@ -179,6 +194,7 @@ async def _replay(
         if isinstance(started, Rejection):
             return _at(base, expected, "rejected", started.message)
         state, data = started.to_state, started.data
+        timers = {t.name: t.due_at for t in started.timers_to_set}
         if expected is not None and state != expected:
             return _at(
                 base,
@@ -190,30 +206,59 @@ async def _replay(
     revision = base.revision
     for step in steps[begin + 1 :]:
         expected = migration.target_state(step.to_state or "")
+        is_timer = step.outcome == "applied" and step.source == "timer"
+        if timers is not None and step.outcome in ("applied", "moved"):
+            if is_timer:
+                due = timers.get(step.event_type)
+                if due is None:
+                    return _at(
+                        step,
+                        expected,
+                        "no such timer",
+                        f"{label} has no timer '{step.event_type}' pending in '{state}'",
+                    )
+                if due > step.occurred_at + TIMER_SLACK:
+                    return _at(
+                        step,
+                        expected,
+                        f"timer '{step.event_type}' not due",
+                        f"{label}'s timer '{step.event_type}' of '{state}' is due at "
+                        f"{due.isoformat()}, later than it fired ({step.occurred_at.isoformat()})",
+                    )
+            early = _earlier_timer(timers, step, is_timer)
+            if early is not None:
+                name, due = early
+                return _at(
+                    step,
+                    expected,
+                    f"timer '{name}'",
+                    f"{label}'s timer '{name}' of '{state}' was due at {due.isoformat()}, "
+                    f"before this {'timer' if is_timer else 'event'} at "
+                    f"{step.occurred_at.isoformat()}: it would have fired first",
+                )
         if step.outcome == "moved":
             if expected is None:
                 return _at(step, None, "unmapped", f"moved into '{step.to_state}', not migratable")
-            if step.payload.get("run_hooks") is True:  # the move ran hooks: run the target's
-                try:
-                    moved = await move_decision(
-                        target,
-                        Snapshot(state, data, revision),
-                        expected,
-                        event_id=step.event_id,
-                        now=step.occurred_at,
-                        run_hooks=True,
-                    )
-                except ActionFailed as error:
-                    return _at(step, expected, "failed", f"{label}: {error}")
-                data = moved.data
-            state, revision = expected, step.revision
+            try:
+                moved = await move_decision(
+                    target,
+                    Snapshot(state, data, revision),
+                    expected,
+                    event_id=step.event_id,
+                    now=step.occurred_at,
+                    run_hooks=step.payload.get("run_hooks") is True,
+                )
+            except ActionFailed as error:
+                return _at(step, expected, "failed", f"{label}: {error}")
+            state, data, revision = expected, moved.data, step.revision
+            timers = {t.name: t.due_at for t in moved.timers_to_set}
             continue
         if step.outcome != "applied":
             continue
         snapshot = Snapshot(state, data, revision)
         trigger: EventTrigger | TimerTrigger = (
             TimerTrigger(step.event_id, step.event_type, state)
-            if step.source == "timer"
+            if is_timer
             else EventTrigger(step.event_id, step.event_type, step.payload, step.source)
         )
         try:
@@ -230,6 +275,14 @@ async def _replay(
                 f"{label} takes '{decision.transition}' to '{decision.to_state}'; the instance "
                 f"went to '{step.to_state}', which maps to '{expected}'",
             )
+        if decision.to_state != state or decision.timers_to_set:
+            timers = {} if timers is None and decision.to_state != state else timers
+        if timers is not None:
+            if is_timer:
+                timers.pop(step.event_type, None)
+            for name in decision.timers_to_cancel:
+                timers.pop(name, None)
+            timers.update({t.name: t.due_at for t in decision.timers_to_set})
         state, data, revision = decision.to_state, decision.data, step.revision
     if state != target_state:
         last = steps[-1]
@@ -242,6 +295,19 @@ async def _replay(
             f"replayed on {label} the instance ends in '{state}'; the migration puts it in "
             f"'{target_state}'",
         )
+    return None
+
+
+def _earlier_timer(
+    timers: Mapping[str, datetime], step: Step, is_timer: bool
+) -> tuple[str, datetime] | None:
+    """A pending target timer (other than the one ``step`` fires) due before ``step``: the
+    target would have fired it first."""
+    for name, due in sorted(timers.items(), key=lambda item: item[1]):
+        if is_timer and name == step.event_type:
+            continue
+        if due < step.occurred_at - TIMER_SLACK:
+            return name, due
     return None
 
 

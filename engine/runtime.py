@@ -65,6 +65,7 @@ from engine.model import (
 from engine.observability import get_logger
 from engine.planning import Result
 from engine.registry import Registry
+from engine.replay import START_DATA
 from engine.slas import sla_breached, sla_due_at, state_slas
 from engine.spec import WorkflowSpec
 from engine.store import key_reuse, queries
@@ -480,7 +481,7 @@ def _record_start(writes: WriteSet, instance: Instance, start: _PreparedStart) -
             event_type,
             start.source,
             "started",
-            start.start_data,
+            {START_DATA: start.start_data},
             to_state=decision.to_state,
             transition=decision.transition,
             request_id=start.request_id,

@@ -154,7 +154,7 @@ def test_the_upgrade_gets_a_copy_and_cannot_change_the_stored_data() -> None:
 
 
 def started(data: dict[str, Any], at: datetime = T0) -> Step:
-    return Step(1, "start-1", "<start>", "api", "started", None, "placed", data, at)
+    return Step(1, "start-1", "<start>", "api", "started", None, "placed", {"data": data}, at)
 
 
 def applied(
@@ -177,7 +177,7 @@ async def test_an_instance_whose_history_v2_accepts_is_ok() -> None:
     assert verdict.outcome == "ok"
     assert verdict.to_state == "picking"
     assert verdict.data == {"key": "p-1", "amount": 50, "carrier": None, "currency": "EUR"}
-    assert verdict.migratable
+    assert verdict.reason is None
 
 
 async def test_a_payment_v2_refuses_diverges_at_that_event_and_says_why() -> None:
@@ -196,7 +196,7 @@ async def test_a_payment_v2_refuses_diverges_at_that_event_and_says_why() -> Non
 async def test_an_instance_in_a_state_not_migratable_is_unmapped() -> None:
     steps = [started({"key": "p-3"}), applied(2, "parcel.flagged", "manual_review")]
     verdict = await judge(MIGRATION, "manual_review", {"key": "p-3"}, steps)
-    assert (verdict.outcome, verdict.to_state, verdict.migratable) == ("unmapped", None, False)
+    assert (verdict.outcome, verdict.to_state, verdict.data) == ("unmapped", None, None)
     assert "not migratable" in (verdict.reason or "")
 
 
@@ -218,7 +218,7 @@ async def test_an_instance_whose_passage_through_an_unmapped_state_v2_cannot_rep
 async def test_data_the_target_refuses_is_invalid_data_and_never_migratable() -> None:
     verdict = await judge(MIGRATION, "placed", {"key": "bad-1"}, [started({"key": "bad-1"})])
     assert verdict.outcome == "invalid_data"
-    assert not verdict.migratable
+    assert verdict.data is None
     assert "currency" in (verdict.reason or "")
 
 
@@ -246,11 +246,11 @@ async def test_timers_are_replayed_at_their_recorded_time() -> None:
             applied(4, "escalate", "escalated"),
         ],
     )
-    # v1 has no escalation timer: replayed on v1 the timer is refused
+    # v1 has no escalation timer: replayed on v1 there is no such timer to fire
     assert back.outcome == "diverges"
     assert back.divergence is not None
     assert back.divergence.event_type == "escalate"
-    assert back.divergence.decided == "rejected (stale_timer)"
+    assert back.divergence.decided == "no such timer"
 
 
 async def test_replay_starts_at_the_last_migration_with_its_recorded_data() -> None:
@@ -300,3 +300,69 @@ async def test_a_move_that_ran_hooks_runs_the_targets_hooks_in_replay() -> None:
     )
     verdict = await judge(MIGRATION, "packing", {"key": "p-9"}, [started({"key": "p-9"}), moved])
     assert verdict.outcome == "ok"
+
+
+async def test_a_target_timer_due_before_a_recorded_event_would_have_fired_first() -> None:
+    late = Step(
+        2,
+        "e-2",
+        "parcel.paid",
+        "api",
+        "applied",
+        "placed",
+        "paid",
+        {"amount": 50},
+        T0 + timedelta(minutes=40),
+    )
+    verdict = await judge(MIGRATION, "paid", {"key": "p-10"}, [started({"key": "p-10"}), late])
+    assert verdict.outcome == "diverges"
+    assert verdict.divergence is not None
+    assert verdict.divergence.decided == "timer 'payment_timeout'"
+    assert "would have fired first" in verdict.divergence.reason
+
+
+async def test_a_recorded_timer_must_be_due_on_the_target_when_it_fired() -> None:
+    early = Step(
+        2,
+        "t-2",
+        "payment_timeout",
+        "timer",
+        "applied",
+        "placed",
+        "cancelled",
+        {},
+        T0 + timedelta(minutes=10),
+    )
+    verdict = await judge(MIGRATION, "placed", {"key": "p-11"}, [started({"key": "p-11"}), early])
+    assert verdict.outcome == "diverges"
+    assert verdict.divergence is not None
+    assert verdict.divergence.decided == "timer 'payment_timeout' not due"
+
+
+async def test_an_instance_without_history_is_judged_by_its_state_with_a_note() -> None:
+    verdict = await judge(MIGRATION, "packing", {"key": "p-12"}, [])
+    assert (verdict.outcome, verdict.to_state) == ("ok", "picking")
+    assert "no history to replay" in (verdict.reason or "")
+
+
+async def test_empty_recorded_start_data_is_replayed_as_empty() -> None:
+    bare = Step(1, "s", "<start>", "api", "started", None, "placed", {"data": {}}, T0)
+    verdict = await judge(MIGRATION, "placed", {"key": "p-13"}, [bare])
+    assert verdict.outcome == "diverges"  # {} misses the key: the start data does not fit v2
+    assert verdict.divergence is not None
+    assert verdict.divergence.decided == "invalid data"
+
+
+def test_an_upgrade_that_is_not_a_function_of_the_data_is_refused() -> None:
+    def two(data: dict[str, Any], other: int) -> dict[str, Any]:
+        return data
+
+    with pytest.raises(DefinitionError, match="function of the data alone"):
+        declare(
+            states={"packing": "picking"},
+            not_migratable=("manual_review",),
+            upgrade=staticmethod(two),
+            name="two",
+        )
+    with pytest.raises(DefinitionError, match="tuple of state names"):
+        declare(states={"packing": "picking"}, not_migratable=None, name="none")

@@ -67,7 +67,7 @@ async def test_readme_migration_example_judges_paid_review_and_partly_paid_order
     from engine.replay import Step, judge
 
     migration = MiniOrderV1ToV2.spec
-    start = Step(1, "e-0", "order.placed", "kafka", "started", None, "placed", CART, NOW)
+    start = Step(1, "e-0", "order.placed", "kafka", "started", None, "placed", {"data": CART}, NOW)
 
     def paid(amount: str, to_state: str) -> Step:
         return Step(
