@@ -34,7 +34,7 @@ async def get_stats(request: Request) -> HTTPResponse:
     cache: StatsCache | None = getattr(request.app.ctx, "stats_cache", None)
     if cache is None:
         cache = request.app.ctx.stats_cache = StatsCache()
-    answer = await cache.get(query.workflow, partial(_stats, runtime, query.workflow))
+    answer = await cache.get(query.workflow, partial(stats_answer, runtime, query.workflow))
     return json_response(answer)
 
 
@@ -65,7 +65,7 @@ class StatsCache:
             self._answers[key] = (time.monotonic(), task)  # fresh from when it was counted
 
 
-async def _stats(runtime: Runtime, workflow: str | None) -> dict[str, Any]:
+async def stats_answer(runtime: Runtime, workflow: str | None) -> dict[str, Any]:
     now = runtime.clock()
     slas = tuple(state_slas(runtime.registry, workflow))
     counts = await state_counts(runtime.db, workflow=workflow, now=now, slas=slas)

@@ -268,6 +268,16 @@ async def list_page(
 # ------------------------------------------------------------------ headers and text
 
 
+async def pending_by_reason(db: AsyncEngine) -> dict[str, int]:
+    """How many dead letters wait for an operator, by reason."""
+    async with driver_connection(db) as conn:
+        rows = await conn.fetch(
+            "select reason, count(*) as n from dead_letters where status = 'pending'"
+            " group by reason order by reason"
+        )
+    return {r["reason"]: int(r["n"]) for r in rows}
+
+
 def bytes_to_json(raw: bytes) -> HeaderJSON:
     """Bytes as a JSON string when they are UTF-8 without NUL, else ``{"base64": ...}``."""
     try:
@@ -377,6 +387,7 @@ __all__ = [
     "list_page",
     "lock",
     "note_attempt",
+    "pending_by_reason",
     "record",
     "resolve",
 ]

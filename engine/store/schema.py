@@ -357,8 +357,28 @@ job_items = Table(
     ),
 )
 
+# Operators signed in to the web console: only the SHA-256 of a session's token is stored.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("token_hash", LargeBinary, nullable=False),
+    Column(
+        "api_key_id",
+        UUID(as_uuid=True),
+        ForeignKey("api_keys.id", ondelete="CASCADE", name="console_sessions_api_key_id_fkey"),
+        nullable=False,
+    ),
+    Column("csrf_token", Text, nullable=False),
+    Column("created_at", _timestamp(), nullable=False, server_default=NOW),
+    Column("expires_at", _timestamp(), nullable=False),
+    PrimaryKeyConstraint("token_hash", name="console_sessions_pkey"),
+    Index("console_sessions_expires", "expires_at"),
+    Index("console_sessions_api_key", "api_key_id"),
+)
+
 __all__ = [
     "api_keys",
+    "console_sessions",
     "dead_letters",
     "history",
     "idempotent_responses",
