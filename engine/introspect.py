@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import timedelta
 from typing import Any
 
@@ -9,6 +10,7 @@ from engine.dsl import CANCEL_EVENT, Workflow
 from engine.spec import TransitionSpec, WorkflowSpec
 
 HIGHLIGHT_CLASS = "current"
+VISITED_CLASS = "visited"
 
 
 def describe(definition: type[Workflow[Any]]) -> dict[str, Any]:
@@ -77,8 +79,14 @@ def _transition(transition: TransitionSpec) -> dict[str, Any]:
     }
 
 
-def mermaid(definition: type[Workflow[Any]], highlight: str | None = None) -> str:
-    """A Mermaid ``stateDiagram-v2``; ``highlight`` marks one state (an instance's current one).
+def mermaid(
+    definition: type[Workflow[Any]],
+    highlight: str | None = None,
+    visited: Collection[str] = (),
+) -> str:
+    """A Mermaid ``stateDiagram-v2``; ``highlight`` marks one state (an instance's current
+    one), ``visited`` the states it passed through (drawn in a second, quieter style; the
+    highlighted state keeps its own). Unknown states are a ``ValueError``.
 
     Edges are labelled with the event type (plus the guard's name) or ``after 30m``.
     """
@@ -92,9 +100,16 @@ def mermaid(definition: type[Workflow[Any]], highlight: str | None = None) -> st
             label = _edge_label(spec, transition)
             lines.append(f"    {source} --> {transition.target_from(source)} : {label}")
     lines.extend(f"    {state} --> [*]" for state in spec.states if state in spec.finals)
+    unknown = sorted({*visited, *([highlight] if highlight is not None else [])} - set(spec.states))
+    if unknown:
+        raise ValueError(
+            f"{spec.label}: cannot highlight unknown state {', '.join(map(repr, unknown))}"
+        )
+    passed = [state for state in spec.states if state in visited and state != highlight]
+    if passed:
+        lines.append(f"    classDef {VISITED_CLASS} fill:#e3f2fd,stroke:#1565c0,stroke-width:2px")
+        lines.append(f"    class {','.join(passed)} {VISITED_CLASS}")
     if highlight is not None:
-        if highlight not in spec.states:
-            raise ValueError(f"{spec.label}: cannot highlight unknown state '{highlight}'")
         lines.append(f"    classDef {HIGHLIGHT_CLASS} fill:#ffd54f,stroke:#e65100,stroke-width:3px")
         lines.append(f"    class {highlight} {HIGHLIGHT_CLASS}")
     return "\n".join(lines) + "\n"

@@ -57,6 +57,24 @@ def test_mermaid_highlights_the_given_state() -> None:
     assert "classDef current" in text
 
 
+def test_mermaid_draws_visited_states_apart_from_the_current_one() -> None:
+    text = mermaid(Order, highlight="paid", visited=["placed", "payment_pending", "paid"])
+    lines = text.splitlines()
+    assert "    class placed,payment_pending visited" in lines
+    assert "    class paid current" in lines
+    assert any(line.startswith("    classDef visited ") for line in lines)
+    # The current state's style comes last: it wins where both would apply.
+    assert lines.index("    class paid current") > lines.index(
+        "    class placed,payment_pending visited"
+    )
+    assert "visited" not in mermaid(Order, highlight="placed", visited=["placed"])
+
+
+def test_mermaid_rejects_an_unknown_visited_state() -> None:
+    with pytest.raises(ValueError, match="ghost"):
+        mermaid(Order, visited=["placed", "ghost"])
+
+
 def test_mermaid_rejects_highlighting_an_unknown_state() -> None:
     with pytest.raises(ValueError, match="ghost"):
         mermaid(Order, highlight="ghost")
