@@ -19,6 +19,7 @@ from api.console.render import page
 from api.stats import StatsCache, stats_answer
 from engine.auth import Scope
 from engine.errors import ConveyorError
+from engine.messaging.lag import LagCache
 from engine.store import dead_letters as dead_letter_rows
 from engine.store.gauges import outbox_backlog
 
@@ -128,6 +129,10 @@ async def overview(request: Request) -> HTTPResponse:
     stats = await cache.get(None, functools.partial(stats_answer, runtime, None))
     letters = await dead_letter_rows.pending_by_reason(runtime.db)
     backlog = await outbox_backlog(runtime.db)
+    lag_cache: LagCache | None = getattr(request.app.ctx, "lag_cache", None)
+    if lag_cache is None:
+        lag_cache = request.app.ctx.lag_cache = LagCache()
+    lag = await lag_cache.get(request.app.ctx.settings)
     now = runtime.clock()
     age = (now - backlog.oldest_created_at).total_seconds() if backlog.oldest_created_at else 0
     return page(
@@ -137,6 +142,7 @@ async def overview(request: Request) -> HTTPResponse:
         dead_letters=letters,
         outbox=backlog,
         outbox_age=age,
+        lag=lag,
     )
 
 

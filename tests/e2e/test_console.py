@@ -72,6 +72,9 @@ async def test_overview_and_instance_list_with_filters_and_search(base: str, key
         assert "/ui/instances?workflow=order&amp;version=1&amp;state=placed" in overview.text
         assert "test-read" in overview.text  # who is signed in
         assert overview.headers["cache-control"] == "no-store"
+        assert 'id="lag"' in overview.text
+        assert "Kafka did not answer" not in overview.text
+        assert "events behind" in overview.text
 
         listed = await console.get("/ui/instances", params={"workflow": "order"})
         assert listed.status_code == 200
