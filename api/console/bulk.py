@@ -164,6 +164,15 @@ async def bulk_job(request: Request, job_ref: str) -> HTTPResponse:
     )
 
 
+@bp.post("/bulk/<job_ref:str>/stop", ctx_public=True)
+@signed_in("admin")
+async def bulk_stop(request: Request, job_ref: str) -> HTTPResponse:
+    """Stop a running job: the items it has not reached are skipped (a batch being applied
+    finishes first); a finished job stays as it is."""
+    job = await bulk.cancel(request.app.ctx.runtime, parse_uuid(job_ref, "job id"))
+    return redirect(f"/ui/bulk/{job.id}", status=303)
+
+
 def _list_url(spec_filter: dict[str, Any]) -> str | None:
     """The instance list the job's filter came from (its data fields as ``data.<field>``)."""
     pairs: list[tuple[str, str]] = []

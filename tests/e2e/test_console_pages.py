@@ -268,6 +268,19 @@ async def test_bulk_cancel_of_a_filtered_set_from_dry_run_to_a_completed_job(
         for kept in (other_customer, other_prefix):
             assert (await api.get(f"/v1/instances/{kept['id']}")).json()["status"] == "active"
 
+        # A running job can be stopped: what it has not reached is skipped.
+        retry = await console.post(
+            "/ui/bulk", data={"csrf": token, "action": "retry", "filter": "business_key_prefix=B-"}
+        )
+        retry_url = retry.headers["location"]
+        running = await console.get(retry_url)
+        assert 'id="stop-job"' in running.text
+        stopped = await console.post(f"{retry_url}/stop", data={"csrf": token})
+        assert (stopped.status_code, stopped.headers["location"]) == (303, retry_url)
+        job = (await console.get(f"{retry_url}.json")).json()
+        assert (job["status"], job["total"], job["skipped"]) == ("cancelled", 1, 1)
+        assert "job cancelled" in (await console.get(retry_url)).text
+
         # An empty filter, an unknown one or a bad value: a 400 page, nothing created.
         assert (await console.get("/ui/bulk")).status_code == 400
         assert (await console.get("/ui/bulk", params={"colour": "red"})).status_code == 400
