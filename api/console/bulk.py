@@ -101,6 +101,7 @@ async def bulk_preview(request: Request) -> HTTPResponse:
         "bulk.html",
         filters=pairs,
         query=query,
+        status_filter=dict(pairs).get("status"),
         count=preview.count,
         sample=[runtime.instance_json(i) for i in preview.sample],
         nonces={action: uuid.uuid4().hex for action in ACTIONS},
