@@ -4,19 +4,28 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install lint format typecheck promtool unit stack-up stack-down stack-status migrate bench clean
+.PHONY: run test install assets browser lint format typecheck promtool unit stack-up stack-down stack-status migrate bench clean
 
 run: stack-up install  ## stack up, install, migrate, then API + worker in the foreground
 	$(BIN)/conveyor migrate
 	$(BIN)/conveyor dev
 
-test: stack-up install promtool lint typecheck  ## stack up, install, ruff, mypy, the whole pytest suite
+test: stack-up install promtool browser lint typecheck  ## stack up, install, ruff, mypy, the whole pytest suite
 	$(BIN)/pytest
 
 unit: install  ## the pure unit tests only: no services needed
 	$(BIN)/pytest tests/unit -q
 
-install: $(STAMP)
+install: $(STAMP) assets
+
+assets:  ## the console's front-end assets, pinned in ui/package-lock.json, from the npm registry
+	@sh ui/install-assets.sh
+
+browser:  ## Debian's chromium and chromium-driver for the browser tests (apt-get update only if needed)
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null 2>&1 || \
+	  { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }; }
 
 promtool:  ## promtool (Debian's prometheus package, no server left running) for the alert tests
 	@sh ops/prometheus/install-promtool.sh

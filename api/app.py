@@ -18,6 +18,7 @@ from sanic.response import BaseHTTPResponse
 from api import openapi
 from api.auth import KeyCache, authenticate
 from api.bulk import bp as bulk_bp
+from api.console.assets import assets_bp
 from api.console.routes import bp as console_bp
 from api.dead_letters import bp as dead_letters_bp
 from api.health import bp as health_bp
@@ -76,6 +77,7 @@ def create_app(
     app.blueprint(migrations_bp)
     app.blueprint(stats_bp)
     app.blueprint(console_bp)
+    app.blueprint(assets_bp)
     # One middleware each way (each costs a dispatch on every request). Order matters: the
     # request id first (so that a 401 carries it), then the key. The access log is chosen
     # here, once: when it is off, requests pay nothing for it.

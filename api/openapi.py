@@ -1,4 +1,5 @@
-"""The OpenAPI 3 document of the API, served by sanic-ext at ``/docs/openapi.json``.
+"""The OpenAPI 3 document of the API, served by sanic-ext at ``/docs/openapi.json``
+(Swagger UI on it at ``/docs``).
 
 The document is written by hand, from the same pydantic models that validate requests,
 rather than inferred from handlers: every status a route answers is listed with its body
@@ -40,11 +41,24 @@ def document(title: str, version: str) -> dict[str, Any]:
     }
 
 
+class DocumentOnly(OpenAPIExtension):  # type: ignore[no-untyped-call]
+    """sanic-ext's OpenAPI extension without its pages (whose start-up banner links one)."""
+
+    name = "openapidocument"
+
+    def label(self) -> str:
+        return ""
+
+
 def install(app: Sanic[Config, Any]) -> None:
-    """Serve the docs (``/docs``) and the document (``/docs/openapi.json``) with sanic-ext."""
+    """Serve the document (``/docs/openapi.json``) with sanic-ext. Its pages, which load
+    Swagger UI or ReDoc from a CDN, are off: ``/docs`` is our own page
+    (:mod:`api.console.assets`), from files served by this process."""
     app.config.OAS_AUTODOC = False
-    app.config.OAS_UI_DEFAULT = "swagger"
-    extend = Extend(app, extensions=[OpenAPIExtension], built_in_extensions=False)
+    app.config.OAS_UI_DEFAULT = None
+    app.config.OAS_UI_SWAGGER = False
+    app.config.OAS_UI_REDOC = False
+    extend = Extend(app, extensions=[DocumentOnly], built_in_extensions=False)
     doc = document("Conveyor", "1")
     # Our routes are described by the document above, not inferred from the handlers.
     for blueprint in app.blueprints.values():
