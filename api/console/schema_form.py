@@ -125,17 +125,13 @@ def _field(
     kind = prop.get("type")
     if kind == "string":
         attrs = {}
-        for key, attr in (
-            ("pattern", "pattern"),
-            ("minLength", "minlength"),
-            ("maxLength", "maxlength"),
-        ):
+        pattern = _html_pattern(prop.get("pattern"))
+        if pattern is not None:
+            attrs["pattern"] = pattern
+            attrs["title"] = f"must match {prop['pattern']}"
+        for key, attr in (("minLength", "minlength"), ("maxLength", "maxlength")):
             if key in prop:
                 attrs[attr] = str(prop[key])
-        if "pattern" in attrs:
-            # HTML anchors the pattern itself (and compiles it with the ``v`` flag).
-            attrs["pattern"] = attrs["pattern"].removeprefix("^").removesuffix("$")
-            attrs["title"] = f"must match {prop['pattern']}"
         if prop.get("format") == "date-time":
             attrs["placeholder"] = "2026-01-31T12:00:00Z"
         return FormField(name, label, "text", required, attrs, (), description, shown_default)
@@ -163,6 +159,20 @@ def _field(
         # An unticked box sends nothing: "required" would force it on.
         return FormField(name, label, "checkbox", False, {}, (), description, shown_default)
     return FormField(name, label, "json", required, {}, (), description, shown_default)
+
+
+def _html_pattern(pattern: object) -> str | None:
+    """The schema's pattern as an HTML ``pattern`` attribute, when they mean the same.
+
+    A schema pattern matches anywhere unless anchored; HTML's must match the whole value
+    (the browser wraps it in ``^(?:...)$``). So only a pattern anchored at both ends with
+    no top-level alternative is carried over; the server checks the others."""
+    if not isinstance(pattern, str) or not pattern.startswith("^") or not pattern.endswith("$"):
+        return None
+    inner = pattern[1:-1]
+    if "|" in inner or inner.endswith("\\"):
+        return None
+    return inner
 
 
 def _at_least_zero(prop: Mapping[str, Any]) -> bool:
