@@ -60,6 +60,8 @@ DONE = {
     "retry_stale": "Retried: the timer that failed had nothing left to do.",
     "retry_duplicate": "Retried: the step that failed was applied before.",
     "moved": "Moved.",
+    "sent": "The event was sent.",
+    "retried": "Retried.",
 }
 """What ``?done=`` may say: fixed texts, so a link cannot put words on the page."""
 
@@ -256,7 +258,7 @@ async def send_event(request: Request, instance_id: str) -> HTTPResponse:
         return await _show(
             request, target, refusal=refusal, status=REJECTION_STATUS.get(rejection.reason, 409)
         )
-    return _back(target, outcome.status if outcome.status in DONE else "applied")
+    return _back(target, outcome.status if outcome.status in DONE else "sent")
 
 
 @bp.post("/instances/<instance_id:str>/cancel", ctx_public=True)
@@ -306,7 +308,7 @@ async def retry(request: Request, instance_id: str) -> HTTPResponse:
         instance.workflow, f"retry_{outcome.status}", version=instance.version
     )
     done = f"retry_{outcome.status}"
-    return _back(target, done if done in DONE else "retry_applied")
+    return _back(target, done if done in DONE else "retried")
 
 
 @bp.post("/instances/<instance_id:str>/move", ctx_public=True)
