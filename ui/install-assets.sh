@@ -3,14 +3,15 @@
 # from the npm registry, copied into api/console/static/vendor/ where the API serves them
 # (/ui/static/vendor/...). Nothing is fetched by a browser from anywhere else.
 #
-# Idempotent and fast when already done: a stamp in the vendor directory records the lock
-# file's hash (and this script's, since it chooses the files); when both match and every
-# file is there, nothing runs. The scripts and styles get a gzip-compressed sibling too
-# (the API sends it to a browser that accepts gzip).
+# Idempotent and fast when already done: a stamp, vendor/VERSION, records the lock file's
+# hash (and this script's, since it chooses the files); when both match and every file is
+# there, nothing runs. The stamp ships with the files: the API takes the assets version
+# from it (api.console.assets). Scripts and styles get a gzip-compressed sibling too (sent
+# to a browser that accepts gzip).
 set -eu
 ui="$(cd "$(dirname "$0")" && pwd)"
 vendor="$ui/../api/console/static/vendor"
-stamp="$vendor/.installed"
+stamp="$vendor/VERSION"
 
 # name in the vendor directory <- path under ui/node_modules
 FILES="

@@ -27,7 +27,7 @@ assets_bp = Blueprint("console_assets")
 
 STATIC = Path(__file__).resolve().parent / "static"
 VENDOR = "vendor/"
-VERSION_STAMP = STATIC / "vendor" / ".installed"
+VERSION_STAMP = STATIC / "vendor" / "VERSION"
 
 CONTENT_TYPES = {
     ".js": "text/javascript; charset=utf-8",
@@ -79,22 +79,22 @@ def asset_url(path: str) -> str:
     return f"{url}?v={version}" if version else url
 
 
-def resolve(path: str) -> Path | None:
-    """The file under ``static/`` that ``path`` names, or None: no traversal, no hidden
-    files, only the kinds of :data:`CONTENT_TYPES`."""
+def resolve(path: str, root: Path = STATIC) -> Path | None:
+    """The file under ``root`` that ``path`` names, or None: no traversal (a symbolic link
+    may not lead out either), no hidden files, only the kinds of :data:`CONTENT_TYPES`."""
     if not path or "\\" in path or "\x00" in path:
         return None
     parts = path.split("/")
     if any(not part or part.startswith(".") for part in parts):
         return None
-    target = STATIC.joinpath(*parts)
+    target = root.joinpath(*parts)
     if target.suffix not in CONTENT_TYPES:
         return None
     try:
         real = target.resolve(strict=True)
     except (OSError, RuntimeError):
         return None
-    if not real.is_relative_to(STATIC) or not real.is_file():
+    if not real.is_relative_to(root.resolve()) or not real.is_file():
         return None
     return real
 
@@ -106,7 +106,8 @@ def _not_found(request: Request) -> HTTPResponse:
 @assets_bp.get("/ui/static/<path:path>", ctx_public=True)
 async def static_file(request: Request, path: str) -> HTTPResponse:
     """A static file of the console, or a 404 problem."""
-    unknown = sorted(set(request.args) - {"v"})
+    args = request.get_args(keep_blank_values=True)
+    unknown = sorted(set(args) - {"v"})
     if unknown:
         return problem(
             400,
@@ -118,8 +119,9 @@ async def static_file(request: Request, path: str) -> HTTPResponse:
     if target is None:
         return _not_found(request)
     version = assets_version()
-    current = bool(version) and path.startswith(VENDOR) and request.args.get("v") == version
-    headers = {**STATIC_HEADERS, "Cache-Control": IMMUTABLE if current else REVALIDATE}
+    current = bool(version) and path.startswith(VENDOR) and args.get("v") == version
+    # Lower case: sanic.response.file adds its own unless this exact key is there.
+    headers = {**STATIC_HEADERS, "cache-control": IMMUTABLE if current else REVALIDATE}
     content_type = CONTENT_TYPES[target.suffix]
     compressed = target.with_name(target.name + ".gz")
     if target.suffix in {".js", ".mjs", ".css", ".svg"}:
@@ -140,6 +142,14 @@ def _docs_page() -> str:
 @assets_bp.get("/docs", ctx_public=True)
 async def docs(request: Request) -> HTTPResponse:
     """Swagger UI for ``/docs/openapi.json``, from this process's own files."""
+    args = request.get_args(keep_blank_values=True)
+    if args:
+        return problem(
+            400,
+            detail=f"unknown query parameter: {', '.join(sorted(args))}",
+            instance=request.path,
+            headers=DOCS_HEADERS,
+        )
     return html(_docs_page(), headers=DOCS_HEADERS)
 
 
