@@ -23,7 +23,7 @@ favicon-16x16.png swagger-ui-dist/favicon-16x16.png
 favicon-32x32.png swagger-ui-dist/favicon-32x32.png
 "
 
-want="$(cat "$ui/package-lock.json" "$0" | sha256sum | cut -d' ' -f1)"
+want="$(cat "$ui/package-lock.json" "$ui/install-assets.sh" | sha256sum | cut -d" " -f1)"
 complete() {
     [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] || return 1
     echo "$FILES" | while read -r name _; do
