@@ -22,6 +22,7 @@ import orjson
 import uvloop
 
 from engine import cli_migrate
+from engine.cli_confirm import confirmed
 from engine.errors import ConveyorError, InvalidRequest
 from engine.settings import Settings
 
@@ -143,19 +144,10 @@ async def _bulk(args: argparse.Namespace, settings: Settings) -> int:
         if preview.count == 0:
             print("nothing to do", file=sys.stderr)
             return 0
-        if not args.yes:
-            if not sys.stdin.isatty():
-                print(
-                    f"{command}: not a terminal: pass --yes to {args.action} without asking",
-                    file=sys.stderr,
-                )
-                return 1
-            answer = await asyncio.to_thread(
-                input, f"{args.action} {preview.count:,} instances? [y/N] "
-            )
-            if answer.strip().lower() not in ("y", "yes"):
-                print("nothing done", file=sys.stderr)
-                return 1
+        question = f"{args.action} {preview.count:,} instances?"
+        hint = f"{args.action} without asking"
+        if not await confirmed(command, question, yes=args.yes, flag_hint=hint):
+            return 1
         try:
             job, _ = await bulk.create(runtime, request, request_id=f"cli-{uuid.uuid4().hex}")
         except ConveyorError as exc:

@@ -15,7 +15,6 @@ Exit status 2 for bad input: an undeclared migration, a bad filter.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import uvloop
 
+from engine.cli_confirm import confirmed
 from engine.errors import ConveyorError
 from engine.settings import Settings
 
@@ -135,19 +135,9 @@ async def _migrate(args: argparse.Namespace, settings: Settings) -> int:
         if would == 0:
             print("no instance would migrate (--dry-run lists why)", file=sys.stderr)
             return 1
-        if not args.yes:
-            if not sys.stdin.isatty():
-                print(
-                    f"{COMMAND}: not a terminal: pass --yes to migrate without asking",
-                    file=sys.stderr,
-                )
-                return 1
-            answer = await asyncio.to_thread(
-                input, f"migrate {would:,} instances ({report.migration.label})? [y/N] "
-            )
-            if answer.strip().lower() not in ("y", "yes"):
-                print("nothing done", file=sys.stderr)
-                return 1
+        question = f"migrate {would:,} instances ({report.migration.label})?"
+        if not await confirmed(COMMAND, question, yes=args.yes, flag_hint="migrate without asking"):
+            return 1
         try:
             job, _ = await migrate.create(runtime, request, request_id=f"cli-{uuid.uuid4().hex}")
         except ConveyorError as exc:
