@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install assets browser lint format typecheck promtool unit stack-up stack-down stack-status migrate bench clean
+.PHONY: run test install assets browser lint format typecheck promtool screenshots unit stack-up stack-down stack-status migrate bench clean
 
 run: stack-up install  ## stack up, install, migrate, then API + worker in the foreground
 	$(BIN)/conveyor migrate
@@ -58,6 +58,9 @@ stack-status:
 
 migrate: stack-up install
 	$(BIN)/conveyor migrate
+
+screenshots: stack-up install browser  ## docs/console-*.png: the console's main pages in headless Chromium
+	$(BIN)/python docs/screenshots.py
 
 bench: stack-up install  ## every benchmark's table (a few minutes; wrk from Debian if missing)
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || true

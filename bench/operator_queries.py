@@ -1,5 +1,6 @@
 """Operator queries at scale: p50 and p99 of /v1/stats and the instance lists and look-ups
-an operator runs, over a small and a large table of `order` instances, and how p99 grows.
+an operator runs, and of the console's pages (signed in with a session, as a browser is),
+over a small and a large table of `order` instances, and how p99 grows.
 
 Each size gets a fresh schema of the local PostgreSQL, filled with set-based SQL
 (``generate_series``): `order` v1 instances across its states, with the status each state
@@ -303,6 +304,15 @@ QUERIES: dict[str, Target] = {
         f"/v1/instances?workflow=order&data.customer_id=C-{rng.randint(1, CUSTOMERS)}&limit=50"
     ),
 }
+CONSOLE: dict[str, Target] = {
+    "console: overview": lambda rng, n: "/ui/overview",
+    "console: list state=paid": lambda rng, n: "/ui/instances?workflow=order&state=paid",
+    "console: list past SLA": lambda rng, n: "/ui/instances?workflow=order&sla_breached=true",
+    "console: search by key": lambda rng, n: (
+        f"/ui/instances?business_key_prefix={business_key(rng, n)}"
+    ),
+}
+INSTANCE_PAGE = "console: one instance's page"
 PAGED = "3 pages of a state (3 requests)"
 PAGED_STATES = ("delivered", "shipped", "paid", "completed")
 
@@ -315,6 +325,7 @@ class Server:
     base: str
     client: httpx.AsyncClient
     rng: random.Random = field(default_factory=lambda: random.Random(7))
+    instance_ids: list[str] = field(default_factory=list)
 
     async def get(self, path: str) -> dict[str, Any]:
         response = await self.client.get(self.base + path)
@@ -325,6 +336,32 @@ class Server:
 
     async def query(self, target: Target) -> None:
         await self.get(target(self.rng, self.size.instances))
+
+    async def page(self, path: str) -> None:
+        """A console page: 200 and HTML (it rendered; no error page)."""
+        response = await self.client.get(self.base + path)
+        if response.status_code != 200 or "<h1" not in response.text:
+            raise SystemExit(f"GET {path}: {response.status_code} {response.text[:300]}")
+
+    async def console_page(self, target: Target) -> None:
+        await self.page(target(self.rng, self.size.instances))
+
+    async def instance_page(self) -> None:
+        await self.page(f"/ui/instances/{self.rng.choice(self.instance_ids)}")
+
+    async def sign_in(self) -> None:
+        """Open a console session (its cookie stays in the client) and pick instances
+        to open: one page of each state's list."""
+        response = await self.client.post(
+            f"{self.base}/ui/login",
+            data={"api_key": self.size.key},
+            headers={"Origin": self.base},
+        )
+        if response.status_code != 303:
+            raise SystemExit(f"console sign-in: {response.status_code} {response.text[:300]}")
+        for state in PAGED_STATES:
+            page = await self.get(f"/v1/instances?workflow=order&state={state}&limit=50")
+            self.instance_ids.extend(item["id"] for item in page["items"])
 
     async def three_pages(self) -> None:
         state = self.rng.choice(PAGED_STATES)
@@ -366,6 +403,14 @@ async def measure(servers: list[Server], args: argparse.Namespace) -> None:
             server.size.latencies[name] = await timed(functools.partial(server.query, target), args)
     for server in servers:
         server.size.latencies[PAGED] = await timed(server.three_pages, args)
+    for server in servers:
+        await server.sign_in()
+    for name, target in CONSOLE.items():
+        for server in servers:
+            page = functools.partial(server.console_page, target)
+            server.size.latencies[name] = await timed(page, args)
+    for server in servers:
+        server.size.latencies[INSTANCE_PAGE] = await timed(server.instance_page, args)
 
 
 def percentile(sorted_values: list[float], p: float) -> float:

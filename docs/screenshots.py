@@ -1,7 +1,7 @@
 """Screenshots of the console's main pages for the README (``make screenshots``).
 
-Starts `conveyor dev` on a fresh schema of the local stack, makes a few orders (paid,
-failed, stuck), signs in with an admin key in headless Chromium and saves
+Starts `conveyor dev` on a fresh schema of the local stack, makes a few orders along the
+lifecycle and a dead letter, signs in with an admin key in headless Chromium and saves
 ``docs/console-*.png`` at 1280 px. Needs the stack (``make stack-up``) and Debian's
 ``chromium`` and ``chromium-driver``.
 """
@@ -23,6 +23,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
+from sqlalchemy import text
 
 from engine.auth import create_api_key
 from engine.settings import Settings
@@ -30,6 +31,8 @@ from engine.store.database import create_engine
 from engine.store.migrations import upgrade
 
 DOCS = Path(__file__).resolve().parent
+CONVEYOR = (sys.executable, "-m", "engine.cli")
+BAD_PAYMENT = '{"payment_id": "p-10", "provider": ""}'  # an empty provider: a dead letter
 
 
 def order(key: str, total: str = "40") -> dict[str, object]:
@@ -51,25 +54,52 @@ async def prepare(settings: Settings) -> str:
         await db.dispose()
 
 
-def seed(base: str, key: str) -> str:
+async def drop(settings: Settings) -> None:
+    db = create_engine(settings.model_copy(update={"database_schema": None}), pool_size=1)
+    try:
+        async with db.begin() as conn:
+            await conn.execute(text(f'drop schema if exists "{settings.database_schema}" cascade'))
+    finally:
+        await db.dispose()
+
+
+def seed(base: str, key: str, env: dict[str, str]) -> str:
+    """Twelve orders along the lifecycle, one shipped; a payment event with an empty
+    provider sent over Kafka (a dead letter). Returns the shipped order's id."""
     headers = {"Authorization": f"Bearer {key}"}
+    steps: list[tuple[str, dict[str, str]]] = [
+        ("payment.initiated", {"payment_id": "p-1", "provider": "card"}),
+        ("payment.captured", {"payment_id": "p-1", "amount": "40", "currency": "EUR"}),
+        ("order.packed", {}),
+        ("order.shipped", {"carrier": "DHL", "tracking_number": "JD0140"}),
+    ]
     with httpx.Client(base_url=base, headers=headers, timeout=30) as api:
-        first = ""
+        shipped = ""
         for n in range(1, 13):
+            business_key = f"A-10{n:02d}"
             created = api.post(
                 "/v1/workflows/order/instances",
-                json={"business_key": f"A-10{n:02d}", "data": order(f"A-10{n:02d}")},
+                json={"business_key": business_key, "data": order(business_key)},
             ).json()
-            first = first or created["id"]
-            if n % 3:
-                api.post(
+            for kind, payload in steps[: n % 5]:
+                sent = api.post(
                     f"/v1/instances/{created['id']}/events",
-                    json={
-                        "type": "payment.captured",
-                        "payload": {"payment_id": f"p-{n}", "amount": "40", "currency": "EUR"},
-                    },
+                    json={"type": kind, "payload": payload},
                 )
-        return str(first)
+                sent.raise_for_status()
+            if n % 5 == 4:
+                shipped = shipped or str(created["id"])
+        subprocess.run(
+            [*CONVEYOR, "emit", "payment.initiated", "--key", "A-1010", "--data", BAD_PAYMENT],
+            env=env,
+            check=True,
+        )
+        deadline = time.monotonic() + 30
+        while not api.get("/v1/dead-letters").json()["items"]:
+            if time.monotonic() > deadline:
+                raise SystemExit("the worker recorded no dead letter within 30 s")
+            time.sleep(0.2)
+        return shipped
 
 
 def main() -> None:
@@ -87,7 +117,7 @@ def main() -> None:
         CONVEYOR_TOPIC_PREFIX=settings.topic_prefix,
         CONVEYOR_HTTP_PORT=str(port),
     )
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "dev"], env=env)
+    proc = subprocess.Popen([*CONVEYOR, "dev"], env=env)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -99,7 +129,7 @@ def main() -> None:
                 if time.monotonic() > deadline:
                     raise
             time.sleep(0.2)
-        instance = seed(base, key)
+        instance = seed(base, key, env)
         options = webdriver.ChromeOptions()
         options.binary_location = "/usr/bin/chromium"
         for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
@@ -126,6 +156,11 @@ def main() -> None:
                     WebDriverWait(driver, 20).until(
                         lambda _d, s=svg: s.get_attribute("data-rendered")
                     )
+                # The instance's current state, not the top of a tall diagram.
+                driver.execute_script(
+                    "const node = document.querySelector('#diagram svg g.current');"
+                    "if (node) node.scrollIntoView({block: 'center'});"
+                )
                 driver.save_screenshot(str(DOCS / f"console-{name}.png"))
                 print(f"docs/console-{name}.png")
         finally:
@@ -133,6 +168,7 @@ def main() -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)
+        asyncio.run(drop(settings))
 
 
 if __name__ == "__main__":

@@ -15,8 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.store.database import driver_connection
 
-# Newest first. The outbox has no index on instance_id (the relay reads by id): the scan
-# is bounded by the retention of published rows.
+# Newest first, read backwards along the index outbox_instance (migration 0009).
 INSTANCE_MESSAGES = """
 select message_id, topic, value, created_at, published_at from outbox
 where instance_id = $1

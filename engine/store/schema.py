@@ -214,6 +214,8 @@ outbox = Table(
     UniqueConstraint("message_id", name="outbox_message_id_key"),
     # The relay reads only unpublished rows, in id order.
     Index("outbox_pending", "id", postgresql_where=text("published_at is null")),
+    # An instance's messages, newest first (the console's instance page).
+    Index("outbox_instance", "instance_id", "id", postgresql_where=text("instance_id is not null")),
 )
 
 # API keys: only the SHA-256 of a key is stored, never the key.

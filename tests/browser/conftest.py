@@ -11,10 +11,13 @@ Fixtures:
 - ``chromium``: the session's WebDriver (1280x900, headless).
 - ``browser``: the same driver for one test, with no cookies and an empty console log.
 - ``live_console``: a ``conveyor dev`` process on a free port serving a fresh schema for
-  the test module, with API keys of each scope (:class:`LiveConsole`).
+  the test module, with API keys of each scope (:class:`LiveConsole`); it loads the
+  commerce workflows and ``tests.browser.flows`` (a label desk whose action can be made
+  to fail).
 
-Helpers: :func:`browser_log` (what the page printed to its console) and
-:func:`assert_clean_console` (no JavaScript error, no Content-Security-Policy violation).
+Helpers: :func:`sign_in` (through the login form), :func:`browser_log` (what the page
+printed to its console) and :func:`assert_clean_console` (no JavaScript error, no
+Content-Security-Policy violation).
 """
 
 from __future__ import annotations
@@ -32,13 +35,17 @@ import httpx
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.command import Command
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.wait import WebDriverWait
 from sqlalchemy import text
 
 from engine.settings import Settings
 from engine.store.database import create_engine
 from engine.store.migrations import upgrade
+from tests.browser.flows import FAULT_DIR_VARIABLE
 from tests.conftest import unique
 from tests.e2e.http_support import Keys, free_port, make_keys, process_env
 
@@ -107,6 +114,16 @@ def browser(chromium: WebDriver) -> Iterator[WebDriver]:
     chromium.execute_cdp_cmd("Network.clearBrowserCookies", {})
 
 
+def sign_in(driver: WebDriver, console: LiveConsole, key: str, *, timeout: float = 20.0) -> None:
+    """Sign in through the login form and wait for the overview; the page's console log
+    is emptied (the sign-in's own entries, such as the browser's favicon request)."""
+    driver.get(console.url("/ui/login"))
+    driver.find_element(By.ID, "api-key").send_keys(key)
+    driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    WebDriverWait(driver, timeout).until(ec.url_contains("/ui/overview"))
+    browser_log(driver)
+
+
 def browser_log(driver: WebDriver) -> list[dict[str, Any]]:
     """The page console's entries since the last call (``level``, ``message``, ``source``)."""
     # ChromiumDriver.get_log, on any WebDriver type (the command is Chromium's).
@@ -137,6 +154,8 @@ class LiveConsole:
     settings: Settings
     log: Path
     """The process's output (its JSON logs)."""
+    fault_dir: Path
+    """Where a marker file named after a ``test.label_desk`` key makes its action fail."""
 
     @property
     def admin_key(self) -> str:
@@ -188,18 +207,27 @@ def live_console(
     """``conveyor dev`` for the test module, stopped (SIGTERM) afterwards."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("conveyor-dev") / "output.log"
+    folder = tmp_path_factory.mktemp("conveyor-dev")
+    log = folder / "output.log"
+    fault_dir = folder / "faults"
+    fault_dir.mkdir()
+    env = process_env(
+        console_settings,
+        port,
+        CONVEYOR_WORKFLOW_MODULES="workflows,tests.browser.flows",
+        **{FAULT_DIR_VARIABLE: str(fault_dir)},
+    )
     with log.open("wb") as out:
         # The output goes to a file: a pipe nobody reads would block a chatty server.
         proc = subprocess.Popen(
             [sys.executable, "-m", "engine.cli", "dev"],
-            env=process_env(console_settings, port),
+            env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
     try:
         _wait_until_serving(proc, base, log)
-        yield LiveConsole(base, console_keys, console_settings, log)
+        yield LiveConsole(base, console_keys, console_settings, log, fault_dir)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

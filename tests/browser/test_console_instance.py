@@ -13,7 +13,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.wait import WebDriverWait
 
-from tests.browser.conftest import LiveConsole, assert_clean_console, browser_log
+from tests.browser.conftest import LiveConsole, assert_clean_console, sign_in
 from tests.e2e.http_support import order_data
 
 TIMEOUT = 20.0
@@ -39,14 +39,6 @@ def start_paying_order(console: LiveConsole) -> str:
         )
         assert sent.status_code == 200, sent.text
     return instance_id
-
-
-def sign_in(browser: WebDriver, console: LiveConsole, key: str) -> None:
-    browser.get(console.url("/ui/login"))
-    browser.find_element(By.ID, "api-key").send_keys(key)
-    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-    WebDriverWait(browser, TIMEOUT).until(ec.url_contains("/ui/overview"))
-    browser_log(browser)  # the sign-in's own entries (the browser's favicon request)
 
 
 def diagram_node(browser: WebDriver, css_class: str) -> WebElement:

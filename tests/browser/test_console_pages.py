@@ -15,7 +15,7 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.wait import WebDriverWait
 
 from engine.store.database import create_engine
-from tests.browser.conftest import LiveConsole, assert_clean_console, browser_log
+from tests.browser.conftest import LiveConsole, assert_clean_console, browser_log, sign_in
 from tests.dead_letter_support import cloud_event, dead_letter, stored
 from tests.e2e.http_support import order_data
 
@@ -42,13 +42,6 @@ def start_order(console: LiveConsole, business_key: str) -> dict[str, Any]:
     return body
 
 
-def log_in(browser: WebDriver, console: LiveConsole, key: str) -> None:
-    browser.get(console.url("/ui/login"))
-    browser.find_element(By.ID, "api-key").send_keys(key)
-    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-    WebDriverWait(browser, TIMEOUT).until(ec.url_contains("/ui/overview"))
-
-
 async def test_a_dead_letter_is_replayed_with_a_corrected_payload(
     browser: WebDriver, live_console: LiveConsole
 ) -> None:
@@ -67,7 +60,7 @@ async def test_a_dead_letter_is_replayed_with_a_corrected_payload(
     finally:
         await db.dispose()
 
-    log_in(browser, live_console, live_console.admin_key)
+    sign_in(browser, live_console, live_console.admin_key)
     browser.get(live_console.url("/ui/dead-letters?status=pending&reason=invalid_payload"))
     browser.find_element(By.CSS_SELECTOR, f'a[href="/ui/dead-letters/{letter.id}"]').click()
     wait = WebDriverWait(browser, TIMEOUT)
@@ -102,7 +95,7 @@ async def test_a_dead_letter_is_replayed_with_a_corrected_payload(
 
 
 def test_a_workflow_page_draws_its_diagram(browser: WebDriver, live_console: LiveConsole) -> None:
-    log_in(browser, live_console, live_console.read_key)
+    sign_in(browser, live_console, live_console.read_key)
     browser.get(live_console.url("/ui/workflows"))
     browser.find_element(By.CSS_SELECTOR, 'a[href="/ui/workflows/warehouse.inbound"]').click()
     wait = WebDriverWait(browser, TIMEOUT)
@@ -119,7 +112,7 @@ def test_a_filtered_set_is_cancelled_in_bulk_and_the_progress_completes(
     targets = [start_order(live_console, f"{prefix}{i}") for i in range(3)]
     other = start_order(live_console, f"X{prefix}0")
 
-    log_in(browser, live_console, live_console.admin_key)
+    sign_in(browser, live_console, live_console.admin_key)
     browser.get(live_console.url(f"/ui/instances?workflow=order&business_key_prefix={prefix}"))
     browser.find_element(By.LINK_TEXT, "Cancel or retry all matches…").click()
     wait = WebDriverWait(browser, TIMEOUT)
