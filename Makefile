@@ -30,10 +30,11 @@ browser:  ## Debian's chromium and chromium-driver for the browser tests (apt-ge
 promtool:  ## promtool (Debian's prometheus package, no server left running) for the alert tests
 	@sh ops/prometheus/install-promtool.sh
 
-$(STAMP): pyproject.toml constraints.txt | assets  # the package ships the assets
+$(STAMP): pyproject.toml client/pyproject.toml constraints.txt | assets  # the package ships the assets
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e . --group dev
+	$(BIN)/python -m pip install -q -c constraints.txt -e './client[kafka]'
 	@touch $(STAMP)
 
 lint: install
