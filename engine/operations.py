@@ -17,30 +17,32 @@ from typing import Literal
 import asyncpg
 
 from engine import retries
-from engine.decide import MOVE_EVENT, ActionFailed, Snapshot, move_decision
-from engine.decisions import FieldError
-from engine.declarations import CANCEL_EVENT
 from engine.errors import (
-    CancelFailed,
-    ConveyorError,
     InstanceNotFound,
-    InvalidState,
-    PayloadInvalid,
-    UnknownWorkflow,
 )
-from engine.model import Event, Instance, InstanceStatus, Outcome
-from engine.orphans import InstanceOrphaned, missing_definition, orphaned_message
+from engine.model import Instance, InstanceStatus, Outcome
+from engine.operator_plan import (
+    CANCELLED_WHILE_PARKED,
+    MOVED_WHILE_PARKED,
+    RETRY_EVENT,
+    MoveFailed,
+    cancel_event_id,
+    cancel_route_event,
+    cancel_route_failed,
+    cancel_route_taken,
+    cancel_status_writes,
+    check_cancellable,
+    check_retryable,
+    has_cancel_route,
+    move_writes,
+    retry_event_id,
+)
 from engine.runtime import Runtime
 from engine.store import inbox, timers
 from engine.store import statements as sql
 from engine.store.database import driver_transaction
 from engine.store.queries import instance_from_row
-from engine.store.writeset import HistoryRow, InstanceUpdate, WriteSet
-
-CANCELLED_WHILE_PARKED = (
-    "the instance was cancelled while this event waited behind a retry; it was not applied"
-)
-
+from engine.store.writeset import WriteSet
 
 CancelMode = Literal["transition", "status", "already"]
 
@@ -102,45 +104,20 @@ async def cancel_locked(
     """
     if instance.status is InstanceStatus.CANCELLED:
         return Cancelled(instance, "already")
-    if instance.status is InstanceStatus.COMPLETED:
-        raise InvalidState(
-            f"instance {instance.id} is completed in state '{instance.state}'; "
-            "it cannot be cancelled"
-        )
-    event_id = f"cancel:{instance.id}:{instance.revision + 1}"
-    if not status_only and _has_cancel_route(runtime, instance):
+    check_cancellable(instance)
+    event_id = cancel_event_id(instance)
+    if not status_only and has_cancel_route(runtime.registry, instance):
         cancelled = await _cancel_route(runtime, conn, instance, event_id, reason, request_id)
         if cancelled is not None:
             return cancelled
-    writes = WriteSet(runtime.clock(), runtime.topics)
-    revision = writes.status_change(
-        instance,
-        status=InstanceStatus.CANCELLED.value,
-        error=instance.error,
-        event_id=event_id,
-        event_type=CANCEL_EVENT,
-        source="operator",
-        payload={"reason": reason},
-        outcome="cancelled",
-        reason=reason or None,
-        request_id=request_id,
-        to_state=instance.state,
+    writes, revision = cancel_status_writes(
+        runtime.topics, instance, runtime.clock(), event_id, reason, request_id
     )
     await retries.refuse_parked(conn, writes, instance, revision, CANCELLED_WHILE_PARKED)
     await writes.write(conn)
     await timers.delete(conn, instance.id)
     row = await conn.fetchrow(sql.GET_INSTANCE, instance.id)
     return Cancelled(instance_from_row(row), "status")
-
-
-def _has_cancel_route(runtime: Runtime, instance: Instance) -> bool:
-    """Whether the instance's version declares an ``on_cancel`` route from its state; an
-    instance of a version no longer deployed has none known (status-only cancel)."""
-    try:
-        spec = runtime.registry.get(instance.workflow, instance.version).spec
-    except UnknownWorkflow:
-        return False
-    return (instance.state, CANCEL_EVENT) in spec.routes
 
 
 async def _cancel_route(
@@ -156,22 +133,11 @@ async def _cancel_route(
         # The operator overrides the failure or the pending retry: the route runs from the
         # state the instance is in, in this transaction (rolled back with it).
         await conn.execute(sql.SET_ACTIVE, instance.id)
-    event = Event(
-        CANCEL_EVENT,
-        event_id,
-        {"reason": reason},
-        instance_id=instance.id,
-        source="operator",
-        request_id=request_id,
-    )
+    event = cancel_route_event(instance, event_id, reason, request_id)
     (result,) = await runtime.applier.apply_locked(conn, [event])
     outcome = result.outcome
     if result.failure is not None or outcome.status == "failed":
-        raise CancelFailed(
-            f"the cancel route of {instance.workflow} v{instance.version} in state "
-            f"'{instance.state}' failed ({outcome.error or result.failure}); nothing was "
-            "changed. Fix the workflow, or cancel with status_only to set the status alone"
-        )
+        raise cancel_route_failed(instance, outcome, result.failure)
     if outcome.status != "applied":
         if instance.status is not InstanceStatus.ACTIVE:
             await conn.execute(sql.SET_STATUS, instance.id, instance.status.value)
@@ -184,9 +150,7 @@ async def _cancel_route(
     await retries.refuse_parked(conn, writes, after, after.revision, CANCELLED_WHILE_PARKED)
     await writes.write(conn)
     await timers.delete(conn, instance.id)
-    routes = runtime.registry.get(instance.workflow, instance.version).spec.routes
-    taken = [r for r in routes[(instance.state, CANCEL_EVENT)] if r.to_state == after.state]
-    return Cancelled(after, "transition", taken[0].transition.name if taken else None)
+    return Cancelled(after, "transition", cancel_route_taken(runtime.registry, instance, after))
 
 
 async def retry(
@@ -213,26 +177,13 @@ async def retry_locked(
     The attempts start again from one under the transition's retry policy: a failure now
     answers ``retrying`` (or ``failed`` when the policy allows a single attempt).
     """
-    instance_id = instance.id
-    retryable = (InstanceStatus.FAILED, InstanceStatus.RETRYING)
-    if instance.status not in retryable or instance.error is None:
-        raise InvalidState(
-            f"instance {instance_id} is {instance.status.value}; only failed or "
-            "retrying instances can be retried"
-        )
-    error = instance.error
-    missing = missing_definition(
-        runtime.registry, instance.workflow, instance.version, instance.state
-    )
-    if missing is not None:  # its trigger would be refused, and its parked events with it
-        message = orphaned_message(instance.workflow, instance.version, instance.state, missing)
-        raise InstanceOrphaned(f"{message}; deploy it to retry the instance", missing)
+    error = check_retryable(runtime.registry, instance)
     active = await retries.reactivate(
         runtime.applier,
         conn,
         instance,
-        event_id=f"retry:{instance_id}:{instance.revision + 1}",
-        event_type="conveyor.retry",
+        event_id=retry_event_id(instance),
+        event_type=RETRY_EVENT,
         source="operator",
         payload={"event_id": error["event_id"]},
         outcome="retried",
@@ -245,19 +196,6 @@ async def retry_locked(
     return await retries.resume(
         runtime.applier, conn, active, error, attempts=0, request_id=request_id
     )
-
-
-MOVED_WHILE_PARKED = (
-    "the instance was moved by an operator while this event waited behind a retry; it was "
-    "not applied"
-)
-
-
-class MoveFailed(ConveyorError):
-    """A hook the move was asked to run raised: the instance was not moved."""
-
-    status_code = 409
-    title = "Move hook failed"
 
 
 async def move(
@@ -309,73 +247,32 @@ async def move_locked(
     refused). Recorded in the history (``conveyor.move``, outcome ``moved``) and on the
     ``state_changed`` topic. An ended instance (completed, cancelled) is not moved.
     """
-    if instance.status in (InstanceStatus.COMPLETED, InstanceStatus.CANCELLED):
-        raise InvalidState(
-            f"instance {instance.id} is {instance.status.value} in state '{instance.state}'; "
-            "an ended instance is not moved"
-        )
-    try:
-        definition = runtime.registry.get(instance.workflow, instance.version)
-    except UnknownWorkflow:
-        raise InvalidState(
-            f"{instance.workflow} v{instance.version} is not deployed here, so its states are "
-            "unknown; deploy it to move the instance"
-        ) from None
-    spec = definition.spec
-    if state not in spec.states:
-        known = ", ".join(spec.states)
-        raise PayloadInvalid(
-            "the request body is invalid",
-            [FieldError("state", f"{spec.label} declares no state {state!r}; its states: {known}")],
-        )
-    now = runtime.clock()
-    revision = instance.revision + 1
-    event_id = f"move:{instance.id}:{revision}"
-    snapshot = Snapshot(instance.state, instance.data, instance.revision)
-    try:
-        decision = await move_decision(
-            definition, snapshot, state, event_id=event_id, now=now, run_hooks=run_hooks
-        )
-    except ActionFailed as failed:
-        raise MoveFailed(
-            f"the hooks of the move of instance {instance.id} from '{instance.state}' to "
-            f"'{state}' failed ({type(failed.error).__name__}: {failed.error}); nothing was "
-            "changed. Fix the workflow, or move without run_hooks"
-        ) from failed
-    status = decision.final_status
-    writes = WriteSet(now, runtime.topics)
-    error = None if status == "active" else instance.error
-    writes.update(instance.id, InstanceUpdate(state, decision.data, status, revision, now, error))
-    writes.history(
-        HistoryRow(
-            instance.id,
-            revision,
-            event_id,
-            MOVE_EVENT,
-            "operator",
-            "moved",
-            {"state": state, "reason": reason, "run_hooks": run_hooks},
-            from_state=instance.state,
-            to_state=state,
-            reason=reason or None,
-            request_id=request_id,
-        )
-    )
-    writes.state_changed(
+    writes, revision = await move_writes(
+        runtime.registry,
+        runtime.topics,
         instance,
-        from_state=instance.state,
-        to_state=state,
-        status=status,
-        revision=revision,
-        event_id=event_id,
-        event_type=MOVE_EVENT,
+        runtime.clock(),
+        state=state,
+        reason=reason,
+        run_hooks=run_hooks,
         request_id=request_id,
     )
-    writes.queue_outbound(instance, decision.outbound, request_id)
-    for timer in decision.timers_to_set:
-        writes.set_timer(instance.id, event_id, timer)
     await timers.delete(conn, instance.id)
     await retries.refuse_parked(conn, writes, instance, revision, MOVED_WHILE_PARKED)
     await writes.write(conn)
     row = await conn.fetchrow(sql.GET_INSTANCE, instance.id)
     return instance_from_row(row)
+
+
+__all__ = [
+    "CANCELLED_WHILE_PARKED",
+    "MOVED_WHILE_PARKED",
+    "Cancelled",
+    "MoveFailed",
+    "cancel",
+    "cancel_locked",
+    "move",
+    "move_locked",
+    "retry",
+    "retry_locked",
+]

@@ -17,10 +17,7 @@ same way. Cancelling the instance refuses what is parked, in its history.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
-from dataclasses import replace
-from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -29,63 +26,24 @@ from engine.applier import Applier
 from engine.decide import ActionFailed
 from engine.model import Event, Instance, InstanceStatus, InstanceTrigger, Outcome, TimerFiring
 from engine.observability import get_logger
-from engine.spec import RESERVED_TIMER_PREFIX
+from engine.retry_plan import (
+    RETRY_TIMER,
+    failure_record,
+    failure_writes,
+    reactivation_writes,
+    refuse_parked_rows,
+    resume_event_id,
+    resume_payload,
+    trigger_of,
+)
 from engine.store import parked as parked_events
 from engine.store import statements as sql
 from engine.store import timers
 from engine.store.database import driver_transaction
 from engine.store.queries import instance_from_row
-from engine.store.writeset import HistoryRow, WriteSet, rejected_payload
+from engine.store.writeset import WriteSet
 
 log = get_logger("conveyor.runtime")
-
-
-RETRY_TIMER = f"{RESERVED_TIMER_PREFIX}retry"
-"""The name of the timer that fires a retrying instance's next attempt."""
-
-# ---------------------------------------------------------------------------- the error
-
-
-def failure_record(
-    trigger: InstanceTrigger, failure: ActionFailed, attempts: int, now: datetime
-) -> dict[str, Any]:
-    """What an instance's ``error`` holds about the trigger that failed: enough to apply
-    it again (event type, payload, source, or the timer) and to explain it."""
-    is_event = isinstance(trigger, Event)
-    return {
-        "event_id": trigger.event_id,
-        "event_type": trigger.type if isinstance(trigger, Event) else trigger.name,
-        "payload": dict(trigger.payload) if isinstance(trigger, Event) else {},
-        "source": trigger.source if isinstance(trigger, Event) else "timer",
-        "trigger": "event" if is_event else "timer",
-        "timer": (
-            {"id": str(trigger.timer_id), "name": trigger.name, "state": trigger.state}
-            if isinstance(trigger, TimerFiring)
-            else None
-        ),
-        "transition": failure.transition,
-        "state": failure.state,
-        "error": str(failure),
-        "attempts": attempts,
-        "failed_at": now.isoformat(),
-    }
-
-
-def trigger_of(
-    error: Mapping[str, Any], instance_id: uuid.UUID, request_id: str | None
-) -> InstanceTrigger:
-    """The trigger an instance's ``error`` describes, ready to be applied again."""
-    timer = error.get("timer")
-    if error.get("trigger") == "timer" and timer:
-        return TimerFiring(uuid.UUID(timer["id"]), instance_id, timer["name"], timer["state"])
-    return Event(
-        type=error["event_type"],
-        event_id=error["event_id"],
-        payload=error.get("payload") or {},
-        instance_id=instance_id,
-        source=error.get("source") or "operator",
-        request_id=request_id,
-    )
 
 
 # ---------------------------------------------------------------------------- scheduling
@@ -143,31 +101,10 @@ async def _record_failure(
     """With the instance locked: ``retrying`` with a timer when the policy allows another
     attempt, else ``failed``. One history entry and one ``state_changed`` message."""
     now = applier.clock()
-    retrying = attempts < failure.retry.attempts
-    error = failure_record(trigger, failure, attempts, now)
-    next_at = now + failure.retry.backoff(attempts) if retrying else None
-    if next_at is not None:
-        error["next_attempt_at"] = next_at.isoformat()
+    failed = failure_writes(applier.topics, instance, trigger, failure, attempts, now)
+    next_at = failed.next_at
     is_event = isinstance(trigger, Event)
-    writes = WriteSet(now, applier.topics)
-    revision = writes.status_change(
-        instance,
-        status=(InstanceStatus.RETRYING if retrying else InstanceStatus.FAILED).value,
-        error=error,
-        event_id=trigger.event_id,
-        event_type=error["event_type"],
-        source=error["source"],
-        # The error keeps the whole payload (to apply it again); each attempt's history
-        # row is bounded like a refusal's.
-        payload=rejected_payload(error["payload"]),
-        outcome="retrying" if retrying else "failed",
-        reason=str(failure),
-        request_id=trigger.request_id if isinstance(trigger, Event) else None,
-        to_state=None,
-        transition=failure.transition,
-    )
-    if not retrying:
-        writes.inbox(trigger.event_id, instance.id, "failed")
+    writes = failed.writes
     await writes.write(conn)
     if next_at is not None:
         await timers.set_timer(conn, instance.id, RETRY_TIMER, instance.state, next_at)
@@ -183,15 +120,7 @@ async def _record_failure(
         log.warning("action failed; will retry", next_attempt_at=next_at.isoformat(), **log_fields)
     else:
         log.error("instance failed", **log_fields)
-    return Outcome(
-        trigger.event_id,
-        "retrying" if retrying else "failed",
-        instance.id,
-        instance.state,
-        None,
-        revision,
-        error=str(failure),
-    )
+    return failed.outcome
 
 
 # ---------------------------------------------------------------------------- parking
@@ -215,10 +144,10 @@ async def fire(applier: Applier, firing: TimerFiring) -> Outcome:
             applier,
             conn,
             instance,
-            event_id=f"resume:{instance.id}:{instance.revision + 1}",
+            event_id=resume_event_id(instance),
             event_type=RETRY_TIMER,
             source="timer",
-            payload={"event_id": error["event_id"], "attempt": int(error["attempts"]) + 1},
+            payload=resume_payload(error),
             outcome="resumed",
         )
         return await resume(applier, conn, active, error, attempts=int(error["attempts"]))
@@ -238,28 +167,19 @@ async def reactivate(
 ) -> Instance:
     """With the instance locked: make it active again, with a history entry and a
     ``state_changed`` message saying why; return it as it now stands."""
-    writes = WriteSet(applier.clock(), applier.topics)
-    revision = writes.status_change(
+    writes, active = reactivation_writes(
+        applier.topics,
         instance,
-        status=InstanceStatus.ACTIVE.value,
-        error=None,
+        applier.clock(),
         event_id=event_id,
         event_type=event_type,
         source=source,
         payload=payload,
         outcome=outcome,
-        reason=None,
         request_id=request_id,
-        to_state=instance.state,
     )
     await writes.write(conn)
-    return replace(
-        instance,
-        status=InstanceStatus.ACTIVE,
-        error=None,
-        revision=revision,
-        updated_at=writes.now,
-    )
+    return active
 
 
 async def resume(
@@ -340,31 +260,18 @@ async def refuse_parked(
     cancel's ``revision``). One already processed (refused while the instance was failed,
     say) is only dropped."""
     rows = await parked_events.drop_parked(conn, instance.id)
-    for row in rows:
-        writes.history(
-            HistoryRow(
-                instance.id,
-                revision,
-                row["event_id"],
-                row["event_type"],
-                row["source"],
-                "rejected",
-                rejected_payload(row["payload"]),
-                from_state=instance.state,
-                reason=reason,
-                request_id=row["request_id"],
-            )
-        )
-        writes.inbox(row["event_id"], instance.id, "rejected")
+    refuse_parked_rows(writes, instance, revision, reason, rows)
     return len(rows)
 
 
 __all__ = [
     "RETRY_TIMER",
+    "failure_record",
     "fire",
     "reactivate",
     "refuse_parked",
     "resume",
     "schedule",
     "schedule_locked",
+    "trigger_of",
 ]

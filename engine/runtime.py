@@ -26,8 +26,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -39,7 +37,6 @@ from engine.applier import Applier, RuntimeObserver, retry_conflicts
 from engine.clock import Clock, utc_now
 from engine.decide import (
     ActionFailed,
-    Decision,
     Rejection,
     initial_decision,
 )
@@ -65,38 +62,18 @@ from engine.model import (
 from engine.observability import get_logger
 from engine.planning import Result
 from engine.registry import Registry
-from engine.replay import START_DATA
+from engine.retry_plan import retry_at_once
 from engine.slas import sla_breached, sla_due_at, state_slas
 from engine.spec import WorkflowSpec
+from engine.starts import PreparedStart, new_instance, record_start
 from engine.store import key_reuse, queries
 from engine.store import statements as sql
 from engine.store.database import driver_connection
 from engine.store.queries import InstanceFilter, instance_from_row
-from engine.store.writeset import HistoryRow, WriteSet
+from engine.store.writeset import WriteSet
 from engine.wire.topics import Topics
 
 log = get_logger("conveyor.runtime")
-
-
-@dataclass(frozen=True, slots=True)
-class _PreparedStart:
-    """A start whose pure part (data validation, on-enter hooks) is done."""
-
-    instance_id: uuid.UUID
-    workflow: str
-    version: int
-    business_key: str
-    decision: Decision
-    idempotency_key: str | None
-    source: str
-    request_id: str | None
-    now: datetime
-    # The id of the request that asked for the start, recorded in the history row and the
-    # state_changed message (see Runtime.start).
-    event_id: str
-    # The data the start was given, recorded in its history row (a migration's replay
-    # starts from it, engine.replay).
-    start_data: Mapping[str, Any]
 
 
 class Runtime:
@@ -121,7 +98,7 @@ class Runtime:
         self._reads: GroupCommit[uuid.UUID, Instance | None] = GroupCommit(
             self._get_many, max_batch=500, concurrency=send_concurrency
         )
-        self._starts: GroupCommit[_PreparedStart, Instance | None] = GroupCommit(
+        self._starts: GroupCommit[PreparedStart, Instance | None] = GroupCommit(
             self._start_batch, max_batch=200, concurrency=send_concurrency
         )
         # Concurrent send() calls share transactions (see engine.group_commit).
@@ -168,7 +145,7 @@ class Runtime:
         decision = await initial_decision(definition, data, event_id=str(instance_id), now=now)
         if isinstance(decision, Rejection):
             raise PayloadInvalid(decision.message, decision.field_errors)
-        prepared = _PreparedStart(
+        prepared = PreparedStart(
             instance_id,
             definition.spec.name,
             definition.spec.version,
@@ -231,12 +208,12 @@ class Runtime:
         return self._existing_start(existing, business_key, idempotency_key)
 
     async def _start_batch(
-        self, starts: Sequence[_PreparedStart], conn: asyncpg.Connection | None = None
+        self, starts: Sequence[PreparedStart], conn: asyncpg.Connection | None = None
     ) -> list[Instance | None]:
         """Insert many new instances, their history, outbox messages and timers, in one
         statement (so one round trip and no explicit transaction); None where a key was
         taken."""
-        instances = [_new_instance(p) for p in starts]
+        instances = [new_instance(p) for p in starts]
         rows = [
             {
                 "id": p.instance_id,
@@ -252,7 +229,7 @@ class Runtime:
         ]
         writes = WriteSet(self.clock(), self.topics)
         for p, instance in zip(starts, instances, strict=True):
-            _record_start(writes, instance, p)
+            record_start(writes, instance, p)
 
         async def insert() -> list[Instance | None]:
             write_started = time.perf_counter()
@@ -274,7 +251,7 @@ class Runtime:
         return await (insert() if conn is not None else retry_conflicts(insert))
 
     async def _reuse_key(
-        self, ended: uuid.UUID, prepared: _PreparedStart, conn: asyncpg.Connection | None
+        self, ended: uuid.UUID, prepared: PreparedStart, conn: asyncpg.Connection | None
     ) -> Instance | None:
         """In one transaction, take the key of the ended instance ``ended`` over (mark it
         ``key_released``) and insert the new instance: None (nothing written) when another
@@ -379,7 +356,7 @@ class Runtime:
         instance wait as ``retrying`` for a timer (nobody sleeps), or fail it after the
         last attempt (:mod:`engine.retries`)."""
         attempt = 1
-        while attempt < failure.retry.attempts and not failure.retry.backoff(attempt):
+        while retry_at_once(failure, attempt):
             attempt += 1
             (result,) = await self._apply([trigger])
             if result.failure is None:
@@ -462,61 +439,6 @@ def _reusable(row: asyncpg.Record, spec: WorkflowSpec, idempotency_key: str | No
         spec.key_reuse == "after_end"
         and not same_start
         and row["status"] in (InstanceStatus.COMPLETED.value, InstanceStatus.CANCELLED.value)
-    )
-
-
-def _record_start(writes: WriteSet, instance: Instance, start: _PreparedStart) -> None:
-    """A start's writes: its history row and ``state_changed`` message name the event that
-    asked for it (``start.event_id``); its timers and outbound messages keep the ids that
-    ``initial_decision`` derived from the instance id, which no other start shares (one
-    CloudEvent may start several workflows, one Idempotency-Key serve several)."""
-    decision = start.decision
-    derived_id = decision.history.event_id
-    event_type = decision.history.event_type
-    writes.history(
-        HistoryRow(
-            instance.id,
-            1,
-            start.event_id,
-            event_type,
-            start.source,
-            "started",
-            {START_DATA: start.start_data},
-            to_state=decision.to_state,
-            transition=decision.transition,
-            request_id=start.request_id,
-        )
-    )
-    for timer in decision.timers_to_set:
-        writes.set_timer(instance.id, derived_id, timer)
-    writes.queue_outbound(instance, decision.outbound, start.request_id)
-    writes.state_changed(
-        instance,
-        from_state=None,
-        to_state=decision.to_state,
-        status=InstanceStatus.ACTIVE.value,
-        revision=1,
-        event_id=start.event_id,
-        event_type=event_type,
-        request_id=start.request_id,
-    )
-
-
-def _new_instance(start: _PreparedStart) -> Instance:
-    """The instance a start creates, as the database will hold it once inserted."""
-    return Instance(
-        id=start.instance_id,
-        workflow=start.workflow,
-        version=start.version,
-        business_key=start.business_key,
-        state=start.decision.to_state,
-        data=start.decision.data,
-        status=InstanceStatus.ACTIVE,
-        revision=1,
-        created_at=start.now,
-        updated_at=start.now,
-        state_entered_at=start.now,
-        error=None,
     )
 
 

@@ -11,9 +11,8 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-import asyncpg
 import orjson
 
 from engine.decide import OutboundMessage, TimerToSet
@@ -22,6 +21,9 @@ from engine.model import Instance
 from engine.store.statements import APPLY, START_INSTANCES
 from engine.wire.cloudevents import CloudEvent, encode_structured
 from engine.wire.topics import Topics
+
+if TYPE_CHECKING:  # the write set itself is pure: only write() and write_starts() use it
+    import asyncpg
 
 TIMER_NAMESPACE = uuid.UUID("0b8f7a52-2f3e-5c1d-8e1b-6c4a3d2e1f00")
 STATE_CHANGED_NAMESPACE = uuid.UUID("3d1e9c7a-5b2f-5e4d-9a8c-1f2e3d4c5b6a")

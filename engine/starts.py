@@ -1,0 +1,97 @@
+"""A start's pure part: the new instance row and what its start writes.
+
+The runtime inserts what these describe (:meth:`engine.runtime.Runtime.start`); the test
+kit (:mod:`engine.testing`) applies the same write set to its in-memory tables.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from engine.decide import Decision
+from engine.model import Instance, InstanceStatus
+from engine.replay import START_DATA
+from engine.store.writeset import HistoryRow, WriteSet
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedStart:
+    """A start whose pure part (data validation, on-enter hooks) is done."""
+
+    instance_id: uuid.UUID
+    workflow: str
+    version: int
+    business_key: str
+    decision: Decision
+    idempotency_key: str | None
+    source: str
+    request_id: str | None
+    now: datetime
+    # The id of the request that asked for the start, recorded in the history row and the
+    # state_changed message (see Runtime.start).
+    event_id: str
+    # The data the start was given, recorded in its history row (a migration's replay
+    # starts from it, engine.replay).
+    start_data: Mapping[str, Any]
+
+
+def record_start(writes: WriteSet, instance: Instance, start: PreparedStart) -> None:
+    """A start's writes: its history row and ``state_changed`` message name the event that
+    asked for it (``start.event_id``); its timers and outbound messages keep the ids that
+    ``initial_decision`` derived from the instance id, which no other start shares (one
+    CloudEvent may start several workflows, one Idempotency-Key serve several)."""
+    decision = start.decision
+    derived_id = decision.history.event_id
+    event_type = decision.history.event_type
+    writes.history(
+        HistoryRow(
+            instance.id,
+            1,
+            start.event_id,
+            event_type,
+            start.source,
+            "started",
+            {START_DATA: start.start_data},
+            to_state=decision.to_state,
+            transition=decision.transition,
+            request_id=start.request_id,
+        )
+    )
+    for timer in decision.timers_to_set:
+        writes.set_timer(instance.id, derived_id, timer)
+    writes.queue_outbound(instance, decision.outbound, start.request_id)
+    writes.state_changed(
+        instance,
+        from_state=None,
+        to_state=decision.to_state,
+        status=InstanceStatus.ACTIVE.value,
+        revision=1,
+        event_id=start.event_id,
+        event_type=event_type,
+        request_id=start.request_id,
+    )
+
+
+def new_instance(start: PreparedStart) -> Instance:
+    """The instance a start creates, as the database will hold it once inserted."""
+    return Instance(
+        id=start.instance_id,
+        workflow=start.workflow,
+        version=start.version,
+        business_key=start.business_key,
+        state=start.decision.to_state,
+        data=start.decision.data,
+        status=InstanceStatus.ACTIVE,
+        revision=1,
+        created_at=start.now,
+        updated_at=start.now,
+        state_entered_at=start.now,
+        error=None,
+    )
+
+
+__all__ = ["PreparedStart", "new_instance", "record_start"]
