@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install assets browser lint format typecheck promtool screenshots unit stack-up stack-down stack-status migrate bench clean
+.PHONY: run test install assets browser lint format typecheck promtool screenshots example unit stack-up stack-down stack-status migrate bench clean
 
 run: stack-up install  ## stack up, install, migrate, then API + worker in the foreground
 	$(BIN)/conveyor migrate
@@ -59,6 +59,9 @@ stack-status:
 
 migrate: stack-up install
 	$(BIN)/conveyor migrate
+
+example: stack-up install  ## the shop: Conveyor, a payment and a carrier service (client library), 60 orders
+	$(BIN)/python -m examples.shop
 
 screenshots: stack-up install browser  ## docs/console-*.png: the console's main pages in headless Chromium
 	$(BIN)/python docs/screenshots.py

@@ -25,13 +25,11 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -47,7 +45,7 @@ from engine.store.database import create_engine
 from engine.store.migrations import upgrade
 from tests.browser.flows import FAULT_DIR_VARIABLE
 from tests.conftest import unique
-from tests.e2e.http_support import Keys, free_port, make_keys, process_env
+from tests.e2e.http_support import Keys, free_port, make_keys, process_env, wait_until_serving
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -226,7 +224,7 @@ def live_console(
             stderr=subprocess.STDOUT,
         )
     try:
-        _wait_until_serving(proc, base, log)
+        wait_until_serving(proc, base, log, START_TIMEOUT)
         yield LiveConsole(base, console_keys, console_settings, log, fault_dir)
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -235,20 +233,3 @@ def live_console(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def _wait_until_serving(proc: subprocess.Popen[bytes], base: str, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError(
-                f"conveyor dev exited with {proc.returncode}:\n{log.read_text(errors='replace')}"
-            )
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"conveyor dev did not answer /health within {START_TIMEOUT} s")
-        time.sleep(0.1)

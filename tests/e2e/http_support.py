@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -124,6 +125,27 @@ def serve_process(settings: Settings, **extra_env: str) -> Iterator[tuple[str, A
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def wait_until_serving(
+    proc: subprocess.Popen[bytes], base: str, log: Path, timeout: float = 30.0
+) -> None:
+    """Wait for ``base``'s /health to answer 200; fail with the process's output (written
+    to ``log``) if it exits first or does not answer within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"{proc.args!r} exited with {proc.returncode}:\n{log.read_text(errors='replace')}"
+            )
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{base}/health did not answer within {timeout} s")
+        time.sleep(0.1)
 
 
 def order_data(order_id: str, total: str = "10") -> dict[str, Any]:
