@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -199,3 +200,9 @@ async def test_a_reply_is_read_by_conveyors_worker_as_an_event_for_that_instance
     (delivery,) = routed.deliveries  # type: ignore[union-attr]
     assert str(delivery.instance_id) == INSTANCE  # type: ignore[union-attr]
     assert delivery.event_id == reply.id  # type: ignore[union-attr]
+
+
+def test_the_readme_shows_the_carrier_service_word_for_word() -> None:
+    root = Path(__file__).resolve().parents[2]
+    example = (root / "examples" / "shop" / "carrier.py").read_text()
+    assert f"```python\n{example}```" in (root / "README.md").read_text()
