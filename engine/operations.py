@@ -11,8 +11,6 @@ its history and on the ``state_changed`` topic. (Failing and retrying after a fa
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from typing import Literal
 
 import asyncpg
 
@@ -25,6 +23,7 @@ from engine.operator_plan import (
     CANCELLED_WHILE_PARKED,
     MOVED_WHILE_PARKED,
     RETRY_EVENT,
+    Cancelled,
     MoveFailed,
     cancel_event_id,
     cancel_route_event,
@@ -43,19 +42,6 @@ from engine.store import statements as sql
 from engine.store.database import driver_transaction
 from engine.store.queries import instance_from_row
 from engine.store.writeset import WriteSet
-
-CancelMode = Literal["transition", "status", "already"]
-
-
-@dataclass(frozen=True, slots=True)
-class Cancelled:
-    """What an operator's cancel did: ``transition`` (the workflow's cancel route ran, with
-    its actions), ``status`` (no route applied: only the status changed) or ``already``
-    (it was cancelled before; nothing changed)."""
-
-    instance: Instance
-    mode: CancelMode
-    transition: str | None = None
 
 
 async def cancel(

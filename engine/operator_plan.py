@@ -9,8 +9,9 @@ same write sets in memory.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from engine.decide import MOVE_EVENT, ActionFailed, Snapshot, move_decision
 from engine.decisions import FieldError
@@ -39,6 +40,20 @@ class MoveFailed(ConveyorError):
 
 
 # ---------------------------------------------------------------------------- cancel
+
+
+CancelMode = Literal["transition", "status", "already"]
+
+
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    """What an operator's cancel did: ``transition`` (the workflow's cancel route ran, with
+    its actions), ``status`` (no route applied: only the status changed) or ``already``
+    (it was cancelled before; nothing changed)."""
+
+    instance: Instance
+    mode: CancelMode
+    transition: str | None = None
 
 
 def check_cancellable(instance: Instance) -> None:
@@ -242,6 +257,8 @@ __all__ = [
     "CANCELLED_WHILE_PARKED",
     "MOVED_WHILE_PARKED",
     "RETRY_EVENT",
+    "CancelMode",
+    "Cancelled",
     "MoveFailed",
     "cancel_event_id",
     "cancel_route_event",

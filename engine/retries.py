@@ -30,10 +30,12 @@ from engine.retry_plan import (
     RETRY_TIMER,
     failure_record,
     failure_writes,
+    parked_event,
     reactivation_writes,
     refuse_parked_rows,
     resume_event_id,
     resume_payload,
+    settle_resumed,
     trigger_of,
 )
 from engine.store import parked as parked_events
@@ -200,15 +202,7 @@ async def resume(
     """
     failed = trigger_of(error, instance.id, request_id)
     parked = [
-        Event(
-            type=row["event_type"],
-            event_id=row["event_id"],
-            payload=row["payload"],
-            instance_id=instance.id,
-            source=row["source"],
-            request_id=row["request_id"],
-        )
-        for row in await parked_events.parked(conn, instance.id)
+        parked_event(row, instance.id) for row in await parked_events.parked(conn, instance.id)
     ]
     if isinstance(failed, TimerFiring):
         # Make the failed firing live again (it may have been dropped with the failure).
@@ -217,14 +211,7 @@ async def resume(
         )
     triggers: list[InstanceTrigger] = [failed, *parked]
     results = await applier.apply_locked(conn, triggers, True)
-    settled = [
-        event.event_id
-        for event, result in zip(parked, results[1:], strict=True)
-        if result.outcome.status not in ("failed", "deferred")
-    ]
-    failing = next((i for i, r in enumerate(results) if r.failure is not None), None)
-    if failing is not None and failing > 0:
-        settled.append(triggers[failing].event_id)  # no longer parked: it is the error now
+    settled, failing = settle_resumed(triggers, results)
     await parked_events.unpark(conn, instance.id, settled)
     # Timers that came due while the instance was retrying were refused ("deferred") and
     # sit under a scheduler's lease: let the next poll fire them instead of the lease's end.

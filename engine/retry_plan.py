@@ -17,6 +17,7 @@ from typing import Any
 
 from engine.decide import ActionFailed
 from engine.model import Event, Instance, InstanceStatus, InstanceTrigger, Outcome, TimerFiring
+from engine.planning import Result
 from engine.spec import RESERVED_TIMER_PREFIX
 from engine.store.writeset import HistoryRow, WriteSet, rejected_payload
 from engine.wire.topics import Topics
@@ -64,6 +65,18 @@ def trigger_of(
         instance_id=instance_id,
         source=error.get("source") or "operator",
         request_id=request_id,
+    )
+
+
+def parked_event(row: Mapping[str, Any], instance_id: uuid.UUID) -> Event:
+    """The event a row of ``parked_events`` holds, ready to be applied."""
+    return Event(
+        type=row["event_type"],
+        event_id=row["event_id"],
+        payload=row["payload"],
+        instance_id=instance_id,
+        source=row["source"],
+        request_id=row["request_id"],
     )
 
 
@@ -174,6 +187,23 @@ def resume_event_id(instance: Instance) -> str:
     return f"resume:{instance.id}:{instance.revision + 1}"
 
 
+def settle_resumed(
+    triggers: Sequence[InstanceTrigger], results: Sequence[Result]
+) -> tuple[list[str], int | None]:
+    """After a resumption applied ``triggers`` (the failed one, then the parked events):
+    the ids of the parked events no longer parked, and the index of the trigger that
+    failed again, if one did (the triggers after it stay parked)."""
+    settled = [
+        trigger.event_id
+        for trigger, result in zip(triggers[1:], results[1:], strict=True)
+        if result.outcome.status not in ("failed", "deferred")
+    ]
+    failing = next((i for i, r in enumerate(results) if r.failure is not None), None)
+    if failing is not None and failing > 0:
+        settled.append(triggers[failing].event_id)  # no longer parked: it is the error now
+    return settled, failing
+
+
 def refuse_parked_rows(
     writes: WriteSet,
     instance: Instance,
@@ -206,10 +236,12 @@ __all__ = [
     "FailureWrites",
     "failure_record",
     "failure_writes",
+    "parked_event",
     "reactivation_writes",
     "refuse_parked_rows",
     "resume_event_id",
     "resume_payload",
     "retry_at_once",
+    "settle_resumed",
     "trigger_of",
 ]
