@@ -35,7 +35,9 @@ class Settings:
 
 def request_args(settings: Settings, call: Call[Any]) -> dict[str, Any]:
     """Keyword arguments of ``httpx.(Async)Client.request`` for ``call``."""
-    headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **call.headers}
+    headers: dict[str, str | bytes] = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+    # UTF-8 (an Idempotency-Key may be any text; httpx would take ASCII only).
+    headers.update((name, value.encode()) for name, value in call.headers.items())
     if settings.api_key:
         headers["Authorization"] = f"Bearer {settings.api_key}"
     args: dict[str, Any] = {
