@@ -21,6 +21,8 @@ from engine.settings import Settings
 from engine.store.database import create_engine
 from engine.store.migrations import upgrade
 
+pytest_plugins = ["engine.testing.pytest_plugin"]  # the workflow_env fixture
+
 
 def unique(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
