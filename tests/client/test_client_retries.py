@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -28,8 +29,9 @@ from tests.browser.conftest import STOP_TIMEOUT
 from tests.conftest import wait_for
 from tests.e2e.http_support import Keys, free_port, order_data, process_env, serve_process
 
-INSTANCE = {
-    "id": "0b7e5d84-6d3e-4a3e-9d59-7a8a0d8a1c11",
+INSTANCE_ID = "0b7e5d84-6d3e-4a3e-9d59-7a8a0d8a1c11"
+INSTANCE: dict[str, Any] = {
+    "id": INSTANCE_ID,
     "workflow": "order",
     "version": 1,
     "business_key": "o-1",
@@ -114,7 +116,7 @@ async def test_a_start_is_sent_again_after_503s_with_the_same_idempotency_key() 
     )
     async with client(script) as conveyor:
         instance = await conveyor.start("order", "o-1", {})
-    assert instance.id == INSTANCE["id"]
+    assert instance.id == INSTANCE_ID
     keys = {r.headers["Idempotency-Key"] for r in script.requests}
     assert len(script.requests) == 3
     assert len(keys) == 1
@@ -130,7 +132,7 @@ async def test_an_event_is_sent_again_with_its_id() -> None:
     }
     script = Script(httpx.ReadTimeout("lost"), httpx.Response(200, json=outcome))
     async with client(script) as conveyor:
-        sent = await conveyor.send(INSTANCE["id"], "payment.initiated", {})
+        sent = await conveyor.send(INSTANCE_ID, "payment.initiated", {})
     assert sent.status == "applied"
     ids = [r.read() for r in script.requests]
     assert ids[0] == ids[1]
@@ -140,17 +142,17 @@ async def test_an_event_is_sent_again_with_its_id() -> None:
 async def test_calls_that_are_not_idempotent_are_sent_again_only_when_nothing_was_sent() -> None:
     moved = Script(httpx.ConnectError("refused"), httpx.Response(200, json=INSTANCE))
     async with client(moved) as conveyor:
-        await conveyor.move(INSTANCE["id"], "paid")
+        await conveyor.move(INSTANCE_ID, "paid")
     assert len(moved.requests) == 2
     lost = Script(httpx.ReadTimeout("lost"))
     async with client(lost) as conveyor:
         with pytest.raises(TransportError) as raised:
-            await conveyor.move(INSTANCE["id"], "paid")
+            await conveyor.move(INSTANCE_ID, "paid")
     assert raised.value.attempts == 1
     unavailable = Script(busy_answer())
     async with client(unavailable) as conveyor:
         with pytest.raises(Unavailable):
-            await conveyor.retry(INSTANCE["id"])
+            await conveyor.retry(INSTANCE_ID)
     assert len(unavailable.requests) == 1
 
 
@@ -158,7 +160,7 @@ async def test_the_retries_are_bounded() -> None:
     script = Script(*[httpx.ConnectError("refused")] * 3)
     async with client(script, retries=2) as conveyor:
         with pytest.raises(TransportError) as raised:
-            await conveyor.get(INSTANCE["id"])
+            await conveyor.get(INSTANCE_ID)
     assert raised.value.attempts == 3
     busy = Script(busy_answer(), busy_answer(), busy_answer())
     with (
@@ -167,7 +169,7 @@ async def test_the_retries_are_bounded() -> None:
         ) as conveyor,
         pytest.raises(Unavailable) as unavailable,
     ):
-        conveyor.get(INSTANCE["id"])
+        conveyor.get(INSTANCE_ID)
     assert unavailable.value.retry_after == 0.0
     assert len(busy.requests) == 3
 
