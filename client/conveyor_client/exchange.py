@@ -5,6 +5,7 @@ Pure (no I/O)."""
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -16,10 +17,11 @@ from conveyor_client.retrying import RetryPolicy
 
 T = TypeVar("T")
 USER_AGENT = "conveyor-client/0.1"
+log = logging.getLogger("conveyor_client")
 
 
 @dataclass(frozen=True, slots=True)
-class Settings:
+class ClientSettings:
     """How a client talks to one API: where, with which key, how patiently."""
 
     base_url: str
@@ -30,10 +32,12 @@ class Settings:
 
     def __repr__(self) -> str:
         key = "set" if self.api_key else "none"
-        return f"Settings(base_url={self.base_url!r}, api_key=<{key}>, timeout={self.timeout})"
+        return (
+            f"ClientSettings(base_url={self.base_url!r}, api_key=<{key}>, timeout={self.timeout})"
+        )
 
 
-def request_args(settings: Settings, call: Call[Any]) -> dict[str, Any]:
+def request_args(settings: ClientSettings, call: Call[Any]) -> dict[str, Any]:
     """Keyword arguments of ``httpx.(Async)Client.request`` for ``call``."""
     headers: dict[str, str | bytes] = {"User-Agent": USER_AGENT, "Accept": "application/json"}
     # UTF-8 (an Idempotency-Key may be any text; httpx would take ASCII only).
@@ -89,6 +93,18 @@ def read_answer(call: Call[T], response: httpx.Response) -> T:
     return call.parse(Answer(response.status_code, response.headers, body))
 
 
+def log_retry(call: Call[Any], attempt: int, wait: float, cause: str) -> None:
+    """A debug line per retry: the method, path and cause; never a header (the key)."""
+    log.debug(
+        "retrying %s %s in %.2f s (attempt %d failed: %s)",
+        call.method,
+        call.path,
+        wait,
+        attempt + 1,
+        cause,
+    )
+
+
 def gave_up(call: Call[Any], attempts: int, error: httpx.TransportError) -> errors.TransportError:
     """The error raised when no attempt got an answer."""
     what = type(error).__name__
@@ -98,4 +114,4 @@ def gave_up(call: Call[Any], attempts: int, error: httpx.TransportError) -> erro
     )
 
 
-__all__ = ["Settings", "gave_up", "read_answer", "request_args", "retry_after"]
+__all__ = ["ClientSettings", "gave_up", "log_retry", "read_answer", "request_args", "retry_after"]

@@ -28,7 +28,14 @@ from conveyor_client.calls import (
     ItemStatus,
     MigrationFilters,
 )
-from conveyor_client.exchange import Settings, gave_up, read_answer, request_args, retry_after
+from conveyor_client.exchange import (
+    ClientSettings,
+    gave_up,
+    log_retry,
+    read_answer,
+    request_args,
+    retry_after,
+)
 from conveyor_client.models import (
     BulkJob,
     BulkPreview,
@@ -74,7 +81,7 @@ class Conveyor:
         transport: httpx.BaseTransport | None = None,
         client: httpx.Client | None = None,
     ) -> None:
-        self.settings = Settings(
+        self.settings = ClientSettings(
             base_url,
             api_key,
             timeout,
@@ -112,12 +119,14 @@ class Conveyor:
                 wait = retry_after_error(policy, attempt, error, call.retry_safe)
                 if wait is None:
                     raise gave_up(call, attempt + 1, error) from error
+                log_retry(call, attempt, wait, type(error).__name__)
             else:
                 wait = retry_after_status(
                     policy, attempt, response.status_code, call.retry_safe, retry_after(response)
                 )
                 if wait is None:
                     return read_answer(call, response)
+                log_retry(call, attempt, wait, f"HTTP {response.status_code}")
             attempt += 1
             time.sleep(wait)
 

@@ -5,6 +5,7 @@ API whose database is unreachable (503)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import subprocess
 import sys
@@ -110,7 +111,10 @@ def client(script: Script, retries: int = 3) -> AsyncConveyor:
     )
 
 
-async def test_a_start_is_sent_again_after_503s_with_the_same_idempotency_key() -> None:
+async def test_a_start_is_sent_again_after_503s_with_the_same_idempotency_key(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
     script = Script(
         busy_answer(), httpx.ConnectError("refused"), httpx.Response(201, json=INSTANCE)
     )
@@ -123,6 +127,11 @@ async def test_a_start_is_sent_again_after_503s_with_the_same_idempotency_key() 
     assert {r.headers["Authorization"] for r in script.requests} == {"Bearer secret-key"}
     assert "secret-key" not in repr(conveyor)
     assert "secret-key" not in repr(conveyor.settings)
+    retried = [r.getMessage() for r in caplog.records if r.name == "conveyor_client"]
+    assert len(retried) == 2
+    assert retried[0].startswith("retrying POST /v1/workflows/order/instances in ")
+    assert "HTTP 503" in retried[0]
+    assert "secret-key" not in caplog.text
 
 
 async def test_an_event_is_sent_again_with_its_id() -> None:
