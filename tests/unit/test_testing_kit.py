@@ -8,12 +8,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from engine.dsl import GuardContext, State, Workflow
 from engine.errors import InstanceConflict, PayloadInvalid
 from engine.model import InstanceStatus
 from engine.testing import DEFAULT_START, Handle, WorkflowEnvironment, messages_of
+from engine.testing.strategies import payloads_for, random_walk, steps
 from tests import flows
 from workflows.order import PACKING_SLA, PAYMENT_TIMEOUT, Order
 
@@ -382,3 +385,66 @@ async def test_the_workflow_env_fixture_runs_the_workflows_package(
     assert order.state == "placed"
     assert isinstance(order.id, uuid.UUID)
     assert workflow_env.handle(Order, "o-1") == order
+
+
+# ---------------------------------------------------------------- random valid sequences
+
+ORDER_PAYLOADS = {
+    "payment.initiated": st.just(INITIATED),
+    "payment.captured": st.sampled_from(
+        [CAPTURED, {**CAPTURED, "amount": "5.00"}, {**CAPTURED, "currency": "USD"}]
+    ),
+    "payment.failed": st.just({"reason": "declined"}),
+    "order.cancellation_requested": st.just({"reason": "changed my mind"}),
+    "order.shipped": st.just({"carrier": "dhl", "tracking_number": "t-1"}),
+    "delivery.failed": st.just({"reason": "nobody home"}),
+    "return.requested": st.just({"reason": "too small"}),
+}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+async def test_random_valid_sequences_keep_the_order_in_declared_states(
+    data: st.DataObject,
+) -> None:
+    env = WorkflowEnvironment(Order)
+    order = await env.start(Order, "o-1", order_data())
+    walk = await random_walk(env, order, data, payloads=ORDER_PAYLOADS, max_steps=25)
+    spec = Order.spec
+    for taken in walk:
+        assert taken.state_after in spec.states
+        assert taken.state_before not in spec.finals
+        if taken.outcome is not None:
+            # Every step is valid: applied, or refused only by the data (a guard).
+            assert taken.outcome.status in ("applied", "rejected")
+    revisions = [h.revision for h in order.history]
+    assert revisions == sorted(revisions)
+    if order.state in spec.finals:
+        assert order.status is not InstanceStatus.ACTIVE
+        assert order.timers == []
+        for event in sorted(spec.handled_events):
+            outcome = await order.send(event, {})
+            assert outcome.status == "rejected"
+        assert order.state in spec.finals
+
+
+@given(st.data())
+@settings(max_examples=30, deadline=None)
+def test_steps_draw_only_what_a_state_allows(data: st.DataObject) -> None:
+    state = data.draw(st.sampled_from(sorted(Order.spec.states)))
+    strategy = steps(Order, state, payloads=ORDER_PAYLOADS)
+    allowed = set(Order.spec.allowed_events.get(state, ()))
+    timers = {name for source, name in Order.spec.timer_routes if source == state}
+    if not allowed and not timers:
+        assert strategy.is_empty
+        return
+    step = data.draw(strategy)
+    assert step.type in (allowed if step.kind == "event" else timers)
+
+
+def test_payloads_for_a_schema_are_accepted_by_it() -> None:
+    @given(payloads_for(flows.Label))
+    def check(payload: Any) -> None:
+        assert flows.Label.model_validate(payload).label == payload["label"]
+
+    check()
