@@ -26,7 +26,7 @@ from engine.runtime import Runtime
 from engine.scheduler import TimerScheduler
 from engine.settings import Settings
 from engine.store.writeset import STATE_CHANGED
-from engine.testing import WorkflowEnvironment
+from engine.testing import Handle, WorkflowEnvironment
 from tests.integration.test_runtime import T0, FakeClock, registry
 from workflows.order import Order
 
@@ -68,7 +68,7 @@ class KitDriver:
         return (await self.env.cancel(instance_id, reason=reason)).transition
 
     async def snapshot(self, instance_id: uuid.UUID) -> Snapshot:
-        handle = self.env.instances[[h.id for h in self.env.instances].index(instance_id)]
+        handle = Handle(self.env, instance_id)
         instance = handle.instance
         return _snapshot(
             instance.id,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -373,6 +376,20 @@ def test_the_clock_starts_where_told_and_never_goes_back() -> None:
         env.set_time(start - timedelta(seconds=1))
     with pytest.raises(ValueError, match="aware"):
         WorkflowEnvironment(Order, start=datetime(2030, 5, 1))
+
+
+def test_the_kit_loads_no_driver_no_web_framework_and_no_hypothesis() -> None:
+    probe = (
+        "import sys, engine.testing, engine.testing.pytest_plugin; "
+        "print(','.join(sorted(m for m in ('asyncpg', 'sqlalchemy', 'aiokafka', 'sanic', "
+        "'alembic', 'hypothesis') if m in sys.modules)))"
+    )
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
 
 
 # ---------------------------------------------------------------- the pytest fixture
