@@ -283,27 +283,35 @@ class WorkflowSummary:
 
 @dataclass(frozen=True, slots=True)
 class Workflow:
-    """One version of a workflow as the API describes it: its states, transitions,
-    events and timers are in ``raw`` (see ``GET /v1/workflows/{name}``)."""
+    """One version of a workflow as the API describes it; its transitions, events (with
+    payload schemas), timers and migrations are in ``raw``."""
 
     name: str
     version: int
     versions: tuple[int, ...]
+    """Every registered version of the workflow."""
     description: str | None
+    initial_state: str | None
+    start_event: str | None
+    states: tuple[str, ...]
+    allowed_events: dict[str, tuple[str, ...]]
+    """Per state, the event types it accepts."""
     raw: JSON = field(repr=False, compare=False)
-
-    @property
-    def states(self) -> list[Any]:
-        found = self.raw.get("states")
-        return list(found) if isinstance(found, list) else []
 
     @classmethod
     def parse(cls, body: JSON) -> Workflow:
+        states = [s for s in body.get("states") or () if isinstance(s, Mapping)]
         return cls(
             name=str(body["name"]),
             version=int(body["version"]),
             versions=tuple(int(v) for v in body.get("versions") or ()),
             description=_opt_str(body.get("description")),
+            initial_state=_opt_str(body.get("initial_state")),
+            start_event=_opt_str(body.get("start_event")),
+            states=tuple(str(s["name"]) for s in states),
+            allowed_events={
+                str(s["name"]): tuple(str(e) for e in s.get("allowed_events") or ()) for s in states
+            },
             raw=body,
         )
 

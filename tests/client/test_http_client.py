@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 
 from conveyor_client import AsyncConveyor, DeadLetter, Instance, NotFound
@@ -138,7 +139,9 @@ async def test_operator_cancel_move_and_retry_of_a_failed_instance(
     )
 
 
-async def test_workflows_stats_health_and_readiness(admin: AsyncConveyor) -> None:
+async def test_workflows_stats_health_and_readiness(
+    admin: AsyncConveyor, live: LiveConsole
+) -> None:
     assert await admin.health()
     readiness = await admin.ready()
     assert readiness.ready
@@ -147,7 +150,9 @@ async def test_workflows_stats_health_and_readiness(admin: AsyncConveyor) -> Non
     assert summaries["order"].start_event == "order.placed"
     assert summaries["test.parcel"].versions == (1, 2)
     order = await admin.workflow("order")
-    assert (order.name, order.version) == ("order", 1)
+    assert (order.name, order.version, order.initial_state) == ("order", 1, "placed")
+    assert "paid" in order.states
+    assert "payment.initiated" in order.allowed_events["placed"]
     v1 = await admin.workflow("test.parcel", version=1)
     assert v1.version == 1
     assert "stateDiagram" in await admin.diagram("order")
@@ -159,6 +164,10 @@ async def test_workflows_stats_health_and_readiness(admin: AsyncConveyor) -> Non
     assert entry.by_status["active"] >= 1
     assert {s.state for s in entry.states} >= {"placed"}
     assert stats.as_of.tzinfo is not None
+    async with httpx.AsyncClient(base_url=live.base) as own:
+        async with AsyncConveyor(live.base, live.keys.read, client=own) as borrowed:
+            assert (await borrowed.get(placed.id)).id == placed.id
+        assert (await own.get("/health")).status_code == 200  # still open: not ours to close
 
 
 async def test_bulk_dry_run_then_a_job_cancels_what_the_filter_selects(
