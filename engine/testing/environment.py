@@ -6,9 +6,12 @@ The environment runs the runtime's own decision path on in-memory tables: a batc
 applied to :class:`~engine.testing.tables.Tables` (the same parameters the runtime sends
 to PostgreSQL). Starts, failures, retries, resumptions, cancels and moves use the same
 pure functions as the runtime (:mod:`engine.starts`, :mod:`engine.retry_plan`,
-:mod:`engine.operator_plan`). What differs is the shell: one trigger per batch, no locks,
-no group commit, and a clock that moves only when told (:meth:`WorkflowEnvironment.advance`
-fires due timers one by one, each at its due time).
+:mod:`engine.operator_plan`). What differs is the shell: a batch per trigger (a retry's
+resumption: the failed trigger and the events parked behind it), no locks, no group
+commit, no Kafka (what would be published is in the outbox: :attr:`~WorkflowEnvironment.
+messages`), and a clock that moves only when told (:meth:`WorkflowEnvironment.advance`
+fires due timers one by one, each at its due time). Not modelled: idempotency keys and
+business-key reuse on start, dead letters, migrations.
 
 Ids are deterministic: instance ids and the ids of events sent without one come from the
 environment's ``seed`` and a counter, so two runs of a test write identical histories.
