@@ -8,8 +8,9 @@ to PostgreSQL). Starts, failures, retries, resumptions, cancels and moves use th
 pure functions as the runtime (:mod:`engine.starts`, :mod:`engine.retry_plan`,
 :mod:`engine.operator_plan`). What differs is the shell: a batch per trigger (a retry's
 resumption: the failed trigger and the events parked behind it), no locks, no group
-commit, no Kafka (what would be published stays in the in-memory outbox), and a clock that moves only when told (:meth:`WorkflowEnvironment.advance`
-fires due timers one by one, each at its due time). Not modelled: idempotency keys and
+commit, no Kafka (what would be published stays in the in-memory outbox), and a clock
+that moves only when told (:meth:`WorkflowEnvironment.advance` fires due timers one by
+one, each at its due time). Not modelled: idempotency keys and
 business-key reuse on start, dead letters, migrations.
 
 Ids are deterministic: instance ids and the ids of events sent without one come from the
