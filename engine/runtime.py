@@ -41,7 +41,6 @@ from engine.decide import (
     initial_decision,
 )
 from engine.errors import (
-    InstanceConflict,
     InstanceNotFound,
     InvalidRequest,
     PayloadInvalid,
@@ -52,7 +51,6 @@ from engine.model import (
     Event,
     HistoryRecord,
     Instance,
-    InstanceStatus,
     InstanceTrigger,
     Outcome,
     Page,
@@ -64,8 +62,7 @@ from engine.planning import Result
 from engine.registry import Registry
 from engine.retry_plan import retry_at_once
 from engine.slas import sla_breached, sla_due_at, state_slas
-from engine.spec import WorkflowSpec
-from engine.starts import PreparedStart, new_instance, record_start
+from engine.starts import PreparedStart, existing_start, new_instance, record_start, reusable
 from engine.store import key_reuse, queries
 from engine.store import statements as sql
 from engine.store.database import driver_connection
@@ -180,7 +177,9 @@ class Runtime:
         else:
             async with driver_connection(self.db) as pooled:
                 existing = await pooled.fetchrow(sql.FIND_FOR_START, *find)
-        if existing is not None and _reusable(existing, definition.spec, idempotency_key):
+        if existing is not None and reusable(
+            definition.spec, existing["status"], existing["start_key"], idempotency_key
+        ):
             # It has ended and this version lets its key be used again: take it over.
             reused = await self._reuse_key(existing["id"], prepared, conn)
             if reused is not None:
@@ -282,16 +281,8 @@ class Runtime:
     def _existing_start(
         row: asyncpg.Record, business_key: str, idempotency_key: str | None
     ) -> StartResult:
-        instance = instance_from_row(row)
-        if idempotency_key is not None and row["start_key"] == idempotency_key:
-            if instance.business_key != business_key:
-                raise InstanceConflict(
-                    f"idempotency key {idempotency_key!r} was used to start "
-                    f"{instance.workflow} {instance.business_key!r}, not {business_key!r}"
-                )
-            return StartResult(instance, created=False)
-        raise InstanceConflict(
-            f"{instance.workflow} {business_key!r} already exists (instance {instance.id})"
+        return existing_start(
+            instance_from_row(row), row["start_key"], business_key, idempotency_key
         )
 
     # ------------------------------------------------------------------ events
@@ -429,17 +420,6 @@ class Runtime:
 class _LostRace(Exception):
     """Another start took the idempotency key while this one took a business key over:
     roll the take-over back."""
-
-
-def _reusable(row: asyncpg.Record, spec: WorkflowSpec, idempotency_key: str | None) -> bool:
-    """May this start take over the key of ``row``, the instance that holds it: ended, a
-    workflow version that allows it, and not the same start again (same idempotency key)?"""
-    same_start = idempotency_key is not None and row["start_key"] == idempotency_key
-    return (
-        spec.key_reuse == "after_end"
-        and not same_start
-        and row["status"] in (InstanceStatus.COMPLETED.value, InstanceStatus.CANCELLED.value)
-    )
 
 
 __all__ = ["Clock", "InstanceFilter", "Runtime", "RuntimeObserver", "utc_now"]

@@ -13,8 +13,10 @@ from datetime import datetime
 from typing import Any
 
 from engine.decide import Decision
-from engine.model import Instance, InstanceStatus
+from engine.errors import InstanceConflict
+from engine.model import Instance, InstanceStatus, StartResult
 from engine.replay import START_DATA
+from engine.spec import WorkflowSpec
 from engine.store.writeset import HistoryRow, WriteSet
 
 
@@ -94,4 +96,36 @@ def new_instance(start: PreparedStart) -> Instance:
     )
 
 
-__all__ = ["PreparedStart", "new_instance", "record_start"]
+def reusable(
+    spec: WorkflowSpec, status: str, start_key: str | None, idempotency_key: str | None
+) -> bool:
+    """May this start take over the key of the instance that holds it (with ``status``,
+    started with ``start_key``): ended, a workflow version that allows it, and not the
+    same start again (same idempotency key)?"""
+    same_start = idempotency_key is not None and start_key == idempotency_key
+    return (
+        spec.key_reuse == "after_end"
+        and not same_start
+        and status in (InstanceStatus.COMPLETED.value, InstanceStatus.CANCELLED.value)
+    )
+
+
+def existing_start(
+    instance: Instance, start_key: str | None, business_key: str, idempotency_key: str | None
+) -> StartResult:
+    """A start whose key is taken by ``instance`` (started with ``start_key``): the same
+    start again (same idempotency key and business key) answers that instance, not
+    created; anything else is an :class:`InstanceConflict`."""
+    if idempotency_key is not None and start_key == idempotency_key:
+        if instance.business_key != business_key:
+            raise InstanceConflict(
+                f"idempotency key {idempotency_key!r} was used to start "
+                f"{instance.workflow} {instance.business_key!r}, not {business_key!r}"
+            )
+        return StartResult(instance, created=False)
+    raise InstanceConflict(
+        f"{instance.workflow} {business_key!r} already exists (instance {instance.id})"
+    )
+
+
+__all__ = ["PreparedStart", "existing_start", "new_instance", "record_start", "reusable"]

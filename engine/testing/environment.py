@@ -10,8 +10,7 @@ pure functions as the runtime (:mod:`engine.starts`, :mod:`engine.retry_plan`,
 resumption: the failed trigger and the events parked behind it), no locks, no group
 commit, no Kafka (what would be published stays in the in-memory outbox), and a clock
 that moves only when told (:meth:`WorkflowEnvironment.advance` fires due timers one by
-one, each at its due time). Not modelled: idempotency keys and
-business-key reuse on start, dead letters, migrations.
+one, each at its due time). Not modelled: dead letters, Kafka routing, migrations.
 
 Ids are deterministic: instance ids and the ids of events sent without one come from the
 environment's ``seed`` and a counter, so two runs of a test write identical histories.
@@ -26,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from engine.decide import ActionFailed, Rejection, initial_decision
-from engine.errors import InstanceConflict, InstanceNotFound, InvalidRequest, PayloadInvalid
+from engine.errors import InstanceNotFound, InvalidRequest, PayloadInvalid
 from engine.ids import name_id
 from engine.model import (
     Event,
@@ -68,7 +67,7 @@ from engine.retry_plan import (
     settle_resumed,
     trigger_of,
 )
-from engine.starts import PreparedStart, new_instance, record_start
+from engine.starts import PreparedStart, existing_start, new_instance, record_start, reusable
 from engine.store.writeset import WriteSet
 from engine.testing.tables import Message, Tables, TimerRow
 from engine.wire.topics import Topics
@@ -164,11 +163,14 @@ class WorkflowEnvironment:
         data: Mapping[str, Any],
         *,
         version: int | None = None,
+        idempotency_key: str | None = None,
         event_id: str | None = None,
         source: str = "api",
         request_id: str | None = None,
     ) -> Handle:
-        """Start an instance, as :meth:`engine.runtime.Runtime.start` does. Raises
+        """Start an instance, as :meth:`engine.runtime.Runtime.start` does (the same
+        ``idempotency_key`` again answers the same instance; an ended instance's business
+        key is taken over where the version has ``key_reuse = "after_end"``). Raises
         :class:`~engine.errors.PayloadInvalid` when ``data`` fails the data schema (its
         ``field_errors`` say where) and :class:`~engine.errors.InstanceConflict` when the
         business key is taken."""
@@ -189,7 +191,7 @@ class WorkflowEnvironment:
             definition.spec.version,
             business_key,
             decision,
-            None,
+            idempotency_key,
             source,
             request_id,
             now,
@@ -206,16 +208,22 @@ class WorkflowEnvironment:
             "business_key": business_key,
             "state": decision.to_state,
             "data": decision.data,
-            "start_key": None,
+            "start_key": idempotency_key,
             "now": now,
         }
-        if not self.tables.insert(writes.start_values([row])):
-            existing = self.tables.find(prepared.workflow, business_key)
-            raise InstanceConflict(
-                f"{prepared.workflow} {business_key!r} already exists "
-                f"(instance {existing.id if existing else '?'})"
-            )
-        return Handle(self, instance_id)
+        if self.tables.insert(writes.start_values([row])):
+            return Handle(self, instance_id)
+        existing = self.tables.find_for_start(prepared.workflow, business_key, idempotency_key)
+        assert existing is not None, "a start refused for no taken key"
+        start_key = self.tables.start_keys.get(existing.id)
+        spec = definition.spec
+        if reusable(spec, existing.status.value, start_key, idempotency_key):
+            self.tables.release_key(existing.id)
+            self.tables.insert(writes.start_values([row]))
+            return Handle(self, instance_id)
+        return Handle(
+            self, existing_start(existing, start_key, business_key, idempotency_key).instance.id
+        )
 
     # ------------------------------------------------------------------ events
 

@@ -70,19 +70,49 @@ class Tables:
     outbox: list[Message]
     timers: dict[tuple[uuid.UUID, str], TimerRow]
     parked: dict[uuid.UUID, list[dict[str, Any]]]
+    start_keys: dict[uuid.UUID, str]  # the idempotency key each was started with
+    released: set[uuid.UUID]  # ended instances that gave their business key up (key reuse)
 
     @classmethod
     def empty(cls) -> Tables:
-        return cls({}, [], {}, [], {}, {})
+        return cls({}, [], {}, [], {}, {}, {}, set())
 
     # -------------------------------------------------------------- reads
 
     def find(self, workflow: str, business_key: str) -> Instance | None:
         """The instance that holds ``business_key`` in ``workflow``."""
         for instance in self.instances.values():
-            if instance.workflow == workflow and instance.business_key == business_key:
+            if (
+                instance.workflow == workflow
+                and instance.business_key == business_key
+                and instance.id not in self.released
+            ):
                 return instance
         return None
+
+    def find_for_start(
+        self, workflow: str, business_key: str, idempotency_key: str | None
+    ) -> Instance | None:
+        """After a start found its key taken: the instance of the same start (same
+        idempotency key), else the one holding the business key (``FIND_FOR_START``)."""
+        same = self._started_with(workflow, idempotency_key)
+        return same if same is not None else self.find(workflow, business_key)
+
+    def _started_with(self, workflow: str, idempotency_key: str | None) -> Instance | None:
+        for instance_id, key in self.start_keys.items():
+            instance = self.instances[instance_id]
+            if key == idempotency_key and instance.workflow == workflow:
+                return instance
+        return None
+
+    def release_key(self, instance_id: uuid.UUID) -> bool:
+        """Mark an ended instance as having given its key up (``key_reuse.release_key``)."""
+        instance = self.instances[instance_id]
+        ended = instance.status in (InstanceStatus.COMPLETED, InstanceStatus.CANCELLED)
+        if not ended or instance_id in self.released:
+            return False
+        self.released.add(instance_id)
+        return True
 
     def parked_pairs(self, instance_ids: Iterable[uuid.UUID]) -> frozenset[tuple[uuid.UUID, str]]:
         return frozenset(
@@ -126,9 +156,14 @@ class Tables:
         now: datetime = values["now"]
         created: list[uuid.UUID] = []
         for row in _table(values, "instances"):
-            if self.find(row["workflow"], row["business_key"]) is not None:
-                continue
+            start_key = row["start_key"]
+            if self.find(row["workflow"], row["business_key"]) is not None or (
+                start_key is not None and self._started_with(row["workflow"], start_key) is not None
+            ):
+                continue  # `on conflict do nothing`: a key is taken
             instance_id = uuid.UUID(row["id"])
+            if start_key is not None:
+                self.start_keys[instance_id] = start_key
             started = datetime.fromisoformat(row["now"])
             self.instances[instance_id] = Instance(
                 id=instance_id,

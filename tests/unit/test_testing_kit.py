@@ -21,6 +21,7 @@ from engine.model import InstanceStatus
 from engine.testing import DEFAULT_START, Handle, WorkflowEnvironment, messages_of
 from engine.testing.strategies import payloads_for, random_walk, steps
 from tests import flows
+from tests.key_reuse_flows import Ticket
 from workflows.order import PACKING_SLA, PAYMENT_TIMEOUT, Order
 
 
@@ -201,6 +202,27 @@ async def test_a_start_with_invalid_data_or_a_taken_key_is_refused(
     await env.start("order", "o-1", order_data())
     with pytest.raises(InstanceConflict):
         await env.start(Order, "o-1", order_data())
+
+
+async def test_the_same_idempotency_key_starts_once(env: WorkflowEnvironment) -> None:
+    first = await env.start(Order, "o-1", order_data(), idempotency_key="req-1")
+    again = await env.start(Order, "o-1", order_data(), idempotency_key="req-1")
+    assert again == first
+    assert len(env.instances) == 1
+    with pytest.raises(InstanceConflict, match="was used to start"):
+        await env.start(Order, "o-2", order_data("o-2"), idempotency_key="req-1")
+
+
+async def test_an_ended_instance_gives_its_key_up_where_the_version_allows() -> None:
+    env = WorkflowEnvironment(Ticket)
+    first = await env.start(Ticket, "T-1", {"number": "T-1"})
+    with pytest.raises(InstanceConflict):
+        await env.start(Ticket, "T-1", {"number": "T-1"})
+    await first.cancel(reason="duplicate")
+    second = await env.start(Ticket, "T-1", {"number": "T-1"})
+    assert second != first
+    assert env.handle(Ticket, "T-1") == second
+    assert (first.status, second.status) == (InstanceStatus.CANCELLED, InstanceStatus.ACTIVE)
 
 
 async def test_the_same_event_id_twice_is_a_duplicate(env: WorkflowEnvironment) -> None:
