@@ -62,7 +62,14 @@ from engine.planning import Result
 from engine.registry import Registry
 from engine.retry_plan import retry_at_once
 from engine.slas import sla_breached, sla_due_at, state_slas
-from engine.starts import PreparedStart, existing_start, new_instance, record_start, reusable
+from engine.starts import (
+    PreparedStart,
+    existing_start,
+    new_instance,
+    record_start,
+    reusable,
+    start_row,
+)
 from engine.store import key_reuse, queries
 from engine.store import statements as sql
 from engine.store.database import driver_connection
@@ -213,19 +220,7 @@ class Runtime:
         statement (so one round trip and no explicit transaction); None where a key was
         taken."""
         instances = [new_instance(p) for p in starts]
-        rows = [
-            {
-                "id": p.instance_id,
-                "workflow": p.workflow,
-                "version": p.version,
-                "business_key": p.business_key,
-                "state": p.decision.to_state,
-                "data": p.decision.data,
-                "start_key": p.idempotency_key,
-                "now": p.now,
-            }
-            for p in starts
-        ]
+        rows = [start_row(p) for p in starts]
         writes = WriteSet(self.clock(), self.topics)
         for p, instance in zip(starts, instances, strict=True):
             record_start(writes, instance, p)

@@ -96,6 +96,21 @@ def new_instance(start: PreparedStart) -> Instance:
     )
 
 
+def start_row(start: PreparedStart) -> dict[str, Any]:
+    """The new instance's row, as ``START_INSTANCES`` inserts it (see
+    :meth:`~engine.store.writeset.WriteSet.start_values`)."""
+    return {
+        "id": start.instance_id,
+        "workflow": start.workflow,
+        "version": start.version,
+        "business_key": start.business_key,
+        "state": start.decision.to_state,
+        "data": start.decision.data,
+        "start_key": start.idempotency_key,
+        "now": start.now,
+    }
+
+
 def reusable(
     spec: WorkflowSpec, status: str, start_key: str | None, idempotency_key: str | None
 ) -> bool:
@@ -128,4 +143,11 @@ def existing_start(
     )
 
 
-__all__ = ["PreparedStart", "existing_start", "new_instance", "record_start", "reusable"]
+__all__ = [
+    "PreparedStart",
+    "existing_start",
+    "new_instance",
+    "record_start",
+    "reusable",
+    "start_row",
+]

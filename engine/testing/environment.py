@@ -67,7 +67,14 @@ from engine.retry_plan import (
     settle_resumed,
     trigger_of,
 )
-from engine.starts import PreparedStart, existing_start, new_instance, record_start, reusable
+from engine.starts import (
+    PreparedStart,
+    existing_start,
+    new_instance,
+    record_start,
+    reusable,
+    start_row,
+)
 from engine.store.writeset import WriteSet
 from engine.testing.tables import Message, Tables, TimerRow
 from engine.wire.topics import Topics
@@ -201,16 +208,7 @@ class WorkflowEnvironment:
         instance = new_instance(prepared)
         writes = WriteSet(now, self.topics)
         record_start(writes, instance, prepared)
-        row = {
-            "id": instance_id,
-            "workflow": prepared.workflow,
-            "version": prepared.version,
-            "business_key": business_key,
-            "state": decision.to_state,
-            "data": decision.data,
-            "start_key": idempotency_key,
-            "now": now,
-        }
+        row = start_row(prepared)
         if self.tables.insert(writes.start_values([row])):
             return Handle(self, instance_id)
         existing = self.tables.find_for_start(prepared.workflow, business_key, idempotency_key)
