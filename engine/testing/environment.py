@@ -346,7 +346,7 @@ class WorkflowEnvironment:
             raise ValueError(f"the clock does not go back ({when} < {self._now})")
         fired: list[Fired] = []
         while True:
-            due = [t for t in self.tables.timers.values() if t.eligible_at <= when]
+            due = [t for t in self.tables.timers.values() if not t.spent and t.eligible_at <= when]
             if not due:
                 break
             timer = min(due, key=lambda t: (t.eligible_at, str(t.id)))
@@ -367,6 +367,9 @@ class WorkflowEnvironment:
             outcome = await self._fire_retry(firing)
         else:
             outcome = await self._apply_with_retries(firing)
+        # Processed (an inactive instance refused it) but left in place: any later firing
+        # would be a duplicate.
+        timer.spent = (timer.instance_id, firing.event_id) in self.tables.inbox
         return Fired(timer.instance_id, timer.name, timer.state, self._now, outcome)
 
     async def _fire_retry(self, firing: TimerFiring) -> Outcome:

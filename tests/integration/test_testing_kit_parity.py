@@ -27,14 +27,14 @@ from engine.scheduler import TimerScheduler
 from engine.settings import Settings
 from engine.store.writeset import STATE_CHANGED
 from engine.testing import Handle, WorkflowEnvironment
+from tests import flows
 from tests.integration.test_runtime import T0, FakeClock, registry
-from workflows.order import Order
 
 Snapshot = dict[str, Any]
 
 
 class Driver(Protocol):
-    async def start(self, key: str, data: Mapping[str, Any]) -> uuid.UUID: ...
+    async def start(self, workflow: str, key: str, data: Mapping[str, Any]) -> uuid.UUID: ...
 
     async def send(
         self, instance_id: uuid.UUID, type_: str, payload: Mapping[str, Any], event_id: str
@@ -44,6 +44,8 @@ class Driver(Protocol):
 
     async def cancel(self, instance_id: uuid.UUID, reason: str) -> str | None: ...
 
+    async def retry(self, instance_id: uuid.UUID) -> str: ...
+
     async def snapshot(self, instance_id: uuid.UUID) -> Snapshot: ...
 
 
@@ -51,8 +53,8 @@ class KitDriver:
     def __init__(self) -> None:
         self.env = WorkflowEnvironment(registry=registry(), start=T0)
 
-    async def start(self, key: str, data: Mapping[str, Any]) -> uuid.UUID:
-        return (await self.env.start(Order, key, data)).id
+    async def start(self, workflow: str, key: str, data: Mapping[str, Any]) -> uuid.UUID:
+        return (await self.env.start(workflow, key, data)).id
 
     async def send(
         self, instance_id: uuid.UUID, type_: str, payload: Mapping[str, Any], event_id: str
@@ -67,13 +69,16 @@ class KitDriver:
     async def cancel(self, instance_id: uuid.UUID, reason: str) -> str | None:
         return (await self.env.cancel(instance_id, reason=reason)).transition
 
+    async def retry(self, instance_id: uuid.UUID) -> str:
+        return (await self.env.retry(instance_id)).status
+
     async def snapshot(self, instance_id: uuid.UUID) -> Snapshot:
         handle = Handle(self.env, instance_id)
         instance = handle.instance
         return _snapshot(
             instance.id,
             (instance.business_key, instance.state, instance.status.value, instance.revision),
-            instance.data,
+            {"data": instance.data, "error": instance.error},
             [h.to_json() for h in handle.history],
             [(m.topic, m.key, m.cloudevent) for m in handle.messages],
         )
@@ -89,8 +94,8 @@ class RuntimeDriver:
         self.runtime = Runtime(db, registry(), topic_prefix="conveyor", clock=self.clock)
         self.scheduler = TimerScheduler(self.runtime)
 
-    async def start(self, key: str, data: Mapping[str, Any]) -> uuid.UUID:
-        return (await self.runtime.start("order", key, data)).instance.id
+    async def start(self, workflow: str, key: str, data: Mapping[str, Any]) -> uuid.UUID:
+        return (await self.runtime.start(workflow, key, data)).instance.id
 
     async def send(
         self, instance_id: uuid.UUID, type_: str, payload: Mapping[str, Any], event_id: str
@@ -103,6 +108,8 @@ class RuntimeDriver:
         while (due := await self._next_due()) is not None and due <= until:
             self.clock.now = max(self.clock.now, due)
             claimed = await self.scheduler.claim()
+            if not claimed:
+                break
             outcomes = await self.runtime.fire_timers(claimed)
             fired += [
                 f"{c.name}@{self.clock.now.isoformat()}:{o.status}"
@@ -114,12 +121,17 @@ class RuntimeDriver:
     async def _next_due(self) -> datetime | None:
         async with self.db.connect() as conn:
             due: datetime | None = (
-                await conn.execute(text("select min(due_at) from timers"))
+                await conn.execute(
+                    text("select min(due_at) from timers where claimed_until is null")
+                )
             ).scalar()
             return due
 
     async def cancel(self, instance_id: uuid.UUID, reason: str) -> str | None:
         return (await operations.cancel(self.runtime, instance_id, reason=reason)).transition
+
+    async def retry(self, instance_id: uuid.UUID) -> str:
+        return (await operations.retry(self.runtime, instance_id)).status
 
     async def snapshot(self, instance_id: uuid.UUID) -> Snapshot:
         instance = await self.runtime.get(instance_id)
@@ -134,7 +146,7 @@ class RuntimeDriver:
         return _snapshot(
             instance.id,
             (instance.business_key, instance.state, instance.status.value, instance.revision),
-            instance.data,
+            {"data": instance.data, "error": instance.error},
             [h.to_json() for h in history],
             [(topic, key.decode(), json.loads(value)) for topic, key, value in outbox],
         )
@@ -201,7 +213,8 @@ def order_data(order_id: str) -> dict[str, Any]:
 async def scenario(driver: Driver) -> dict[str, Any]:
     """Four orders: escalated and packed; paid and cancelled by an operator (a refund);
     timed out before payment; cancelled by the customer. With rejections on the way."""
-    ids = {key: await driver.start(key, order_data(key)) for key in ("o-1", "o-2", "o-3", "o-4")}
+    keys = ("o-1", "o-2", "o-3", "o-4")
+    ids = {key: await driver.start("order", key, order_data(key)) for key in keys}
     statuses: list[str] = []
 
     async def send(key: str, type_: str, payload: Mapping[str, Any], event_id: str) -> None:
@@ -246,6 +259,7 @@ async def test_the_kit_and_the_runtime_agree_on_a_scenario(
         kit, real = in_memory["instances"][key], durable["instances"][key]
         assert kit["instance"] == real["instance"], key
         assert kit["data"] == real["data"], key
+        assert kit["data"]["error"] is None
         assert kit["history"] == real["history"], key
         assert kit["messages"] == real["messages"], key
 
@@ -271,3 +285,57 @@ async def test_the_kit_and_the_runtime_agree_on_a_scenario(
     reasons = {o.split(": ")[1] for o in durable["outcomes"]}
     assert {"rejected not_allowed", "rejected invalid_payload", "rejected inactive"} <= reasons
     assert "duplicate" in reasons
+
+
+async def failing_scenario(driver: Driver) -> dict[str, Any]:
+    """Failing actions: one retried by a timer after a backoff with an event parked behind
+    it; one failing every immediate attempt, then retried by an operator (failing again:
+    retrying on zero-backoff timers until it succeeds); an idle timer refused by a failed
+    instance."""
+    flows.FAILURES.clear()
+    ids = {key: await driver.start("test.counter", key, {"key": key}) for key in ("k-1", "k-2")}
+    ids["k-3"] = await driver.start("test.counter", "k-3", {"key": "k-3"})
+    statuses: list[str] = []
+
+    async def send(key: str, type_: str, payload: Mapping[str, Any], event_id: str) -> None:
+        outcome = await driver.send(ids[key], type_, payload, event_id)
+        statuses.append(f"{key} {type_}: {outcome.status} {outcome.error or ''}".strip())
+
+    flows.FAILURES.update({"k-1": 1, "k-2": 5, "k-3": 3})
+    await send("k-1", "counter.slow_label", {"label": "slow"}, "e-1")  # retrying
+    await send("k-1", "counter.tick", {"by": 2}, "e-2")  # parked
+    await send("k-1", "counter.tick", {"by": 2}, "e-2")  # parked once
+    await send("k-2", "counter.label", {"label": "fast"}, "e-1")  # failed after 3 attempts
+    await send("k-2", "counter.tick", {"by": 1}, "e-2")  # refused: the instance failed
+    await send("k-3", "counter.label", {"label": "never"}, "e-1")  # failed
+    fired = await driver.advance(timedelta(seconds=31))
+    retried = [await driver.retry(ids["k-2"])]  # fails again: retrying, no backoff
+    fired += await driver.advance(timedelta(seconds=1))
+    fired += await driver.advance(timedelta(hours=2))  # k-3's idle timer, refused
+    flows.FAILURES.clear()
+    return {
+        "outcomes": statuses,
+        "fired": fired,
+        "retried": retried,
+        "instances": {key: await driver.snapshot(i) for key, i in ids.items()},
+    }
+
+
+async def test_the_kit_and_the_runtime_agree_on_failures_and_retries(db: AsyncEngine) -> None:
+    in_memory = await failing_scenario(KitDriver())
+    durable = await failing_scenario(RuntimeDriver(db))
+
+    assert in_memory["outcomes"] == durable["outcomes"]
+    assert in_memory["fired"] == durable["fired"]
+    assert in_memory["retried"] == durable["retried"] == ["retrying"]
+    for key in ("k-1", "k-2", "k-3"):
+        assert in_memory["instances"][key] == durable["instances"][key], key
+
+    states = {key: snap["instance"][1:3] for key, snap in durable["instances"].items()}
+    assert states == {
+        "k-1": ("labelled", "active"),
+        "k-2": ("labelled", "active"),
+        "k-3": ("open", "failed"),
+    }
+    outcomes = [h["outcome"] for h in durable["instances"]["k-1"]["history"]]
+    assert outcomes == ["started", "retrying", "resumed", "applied", "rejected"]
