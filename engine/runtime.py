@@ -37,13 +37,10 @@ from engine.applier import Applier, RuntimeObserver, retry_conflicts
 from engine.clock import Clock, utc_now
 from engine.decide import (
     ActionFailed,
-    Rejection,
-    initial_decision,
 )
 from engine.errors import (
     InstanceNotFound,
     InvalidRequest,
-    PayloadInvalid,
 )
 from engine.group_commit import GroupCommit
 from engine.ids import new_id
@@ -66,6 +63,7 @@ from engine.starts import (
     PreparedStart,
     existing_start,
     new_instance,
+    prepare_start,
     record_start,
     reusable,
     start_row,
@@ -144,23 +142,16 @@ class Runtime:
         if not business_key:
             raise InvalidRequest("business_key must not be empty")
         definition = self.registry.get(workflow, version)
-        instance_id = new_id()
-        now = self.clock()
-        decision = await initial_decision(definition, data, event_id=str(instance_id), now=now)
-        if isinstance(decision, Rejection):
-            raise PayloadInvalid(decision.message, decision.field_errors)
-        prepared = PreparedStart(
-            instance_id,
-            definition.spec.name,
-            definition.spec.version,
+        prepared = await prepare_start(
+            definition,
             business_key,
-            decision,
-            idempotency_key,
-            source,
-            request_id,
-            now,
-            event_id or str(instance_id),
             data,
+            instance_id=new_id(),
+            now=self.clock(),
+            idempotency_key=idempotency_key,
+            event_id=event_id,
+            source=source,
+            request_id=request_id,
         )
         # Concurrent starts share one transaction (group commit).
         instance = (

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from engine.decide import Decision
-from engine.errors import InstanceConflict
+from engine.decide import Decision, Rejection, initial_decision
+from engine.errors import InstanceConflict, PayloadInvalid
 from engine.model import Instance, InstanceStatus, StartResult
+from engine.registry import WorkflowDefinition
 from engine.replay import START_DATA
 from engine.spec import WorkflowSpec
 from engine.store.writeset import HistoryRow, WriteSet
@@ -39,6 +40,38 @@ class PreparedStart:
     # The data the start was given, recorded in its history row (a migration's replay
     # starts from it, engine.replay).
     start_data: Mapping[str, Any]
+
+
+async def prepare_start(
+    definition: WorkflowDefinition,
+    business_key: str,
+    data: Mapping[str, Any],
+    *,
+    instance_id: uuid.UUID,
+    now: datetime,
+    idempotency_key: str | None,
+    event_id: str | None,
+    source: str,
+    request_id: str | None,
+) -> PreparedStart:
+    """Decide a start: validate ``data`` and run the initial state's on-enter hooks.
+    Raises PayloadInvalid when ``data`` fails the data schema (with its field errors)."""
+    decision = await initial_decision(definition, data, event_id=str(instance_id), now=now)
+    if isinstance(decision, Rejection):
+        raise PayloadInvalid(decision.message, decision.field_errors)
+    return PreparedStart(
+        instance_id,
+        definition.spec.name,
+        definition.spec.version,
+        business_key,
+        decision,
+        idempotency_key,
+        source,
+        request_id,
+        now,
+        event_id or str(instance_id),
+        data,
+    )
 
 
 def record_start(writes: WriteSet, instance: Instance, start: PreparedStart) -> None:

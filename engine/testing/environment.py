@@ -24,8 +24,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from engine.decide import ActionFailed, Rejection, initial_decision
-from engine.errors import InstanceNotFound, InvalidRequest, PayloadInvalid
+from engine.decide import ActionFailed, Rejection
+from engine.errors import InstanceNotFound, InvalidRequest
 from engine.ids import name_id
 from engine.model import (
     Event,
@@ -68,9 +68,9 @@ from engine.retry_plan import (
     trigger_of,
 )
 from engine.starts import (
-    PreparedStart,
     existing_start,
     new_instance,
+    prepare_start,
     record_start,
     reusable,
     start_row,
@@ -186,24 +186,19 @@ class WorkflowEnvironment:
         name = workflow if isinstance(workflow, str) else workflow.spec.name
         if version is None and not isinstance(workflow, str):
             version = workflow.spec.version
+        now = self._now
         definition = self.registry.get(name, version)
         instance_id = uuid.UUID(self.next_id("instance"))
-        now = self._now
-        decision = await initial_decision(definition, data, event_id=str(instance_id), now=now)
-        if isinstance(decision, Rejection):
-            raise PayloadInvalid(decision.message, decision.field_errors)
-        prepared = PreparedStart(
-            instance_id,
-            definition.spec.name,
-            definition.spec.version,
+        prepared = await prepare_start(
+            definition,
             business_key,
-            decision,
-            idempotency_key,
-            source,
-            request_id,
-            now,
-            event_id or str(instance_id),
             data,
+            instance_id=instance_id,
+            now=now,
+            idempotency_key=idempotency_key,
+            event_id=event_id,
+            source=source,
+            request_id=request_id,
         )
         instance = new_instance(prepared)
         writes = WriteSet(now, self.topics)

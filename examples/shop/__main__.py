@@ -63,9 +63,16 @@ def environment(port: int) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def started(command: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    """A child process, stopped with SIGTERM (then SIGKILL) when the block ends."""
-    proc = subprocess.Popen(command, env=env)
+def started(
+    command: list[str], env: dict[str, str], output: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A child process (its output to ``output`` if given), stopped with SIGTERM (then
+    SIGKILL) when the block ends."""
+    if output is None:
+        proc = subprocess.Popen(command, env=env)
+    else:
+        with output.open("wb") as out:
+            proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         yield proc
     finally:

@@ -22,12 +22,7 @@ Content-Security-Policy violation).
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -38,20 +33,22 @@ from selenium.webdriver.remote.command import Command
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.wait import WebDriverWait
-from sqlalchemy import text
 
 from engine.settings import Settings
 from engine.store.database import create_engine
-from engine.store.migrations import upgrade
-from tests.browser.flows import FAULT_DIR_VARIABLE
-from tests.conftest import unique
-from tests.e2e.http_support import Keys, free_port, make_keys, process_env, wait_until_serving
+from engine.store.dead_letters import DeadLetterRecord
+from tests.dead_letter_support import cloud_event, dead_letter, stored
+from tests.e2e.http_support import Keys
+from tests.live_support import (
+    LiveConsole,
+    console_keys,
+    console_settings,
+    serve_dev,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 WINDOW = (1280, 900)
-START_TIMEOUT = 30.0
-STOP_TIMEOUT = 15.0
 
 OFFLINE_ARGUMENTS = (
     # No name resolves but the loopback ones...
@@ -122,6 +119,25 @@ def sign_in(driver: WebDriver, console: LiveConsole, key: str, *, timeout: float
     browser_log(driver)
 
 
+async def bad_payment_letter(console: LiveConsole, business_key: str) -> DeadLetterRecord:
+    """A pending ``invalid_payload`` dead letter (a payment.initiated with an empty
+    provider) for ``business_key``, recorded as the worker records one."""
+    db = create_engine(console.settings, pool_size=1)
+    try:
+        return await stored(
+            db,
+            dead_letter(
+                f"{console.settings.topic_prefix}.in",
+                cloud_event(
+                    f"ev-{business_key}", "payment.initiated", business_key, {"provider": ""}
+                ),
+                "invalid_payload",
+            ),
+        )
+    finally:
+        await db.dispose()
+
+
 def browser_log(driver: WebDriver) -> list[dict[str, Any]]:
     """The page console's entries since the last call (``level``, ``message``, ``source``)."""
     # ChromiumDriver.get_log, on any WebDriver type (the command is Chromium's).
@@ -142,94 +158,14 @@ def assert_clean_console(driver: WebDriver) -> None:
     )
 
 
-@dataclass(frozen=True)
-class LiveConsole:
-    """A running ``conveyor dev`` (API and worker) on its own schema."""
-
-    base: str
-    """The base URL, e.g. ``http://127.0.0.1:40123``."""
-    keys: Keys
-    settings: Settings
-    log: Path
-    """The process's output (its JSON logs)."""
-    fault_dir: Path
-    """Where a marker file named after a ``test.label_desk`` key makes its action fail."""
-
-    @property
-    def admin_key(self) -> str:
-        return self.keys.admin
-
-    @property
-    def read_key(self) -> str:
-        return self.keys.read
-
-    @property
-    def write_key(self) -> str:
-        return self.keys.write
-
-    def url(self, path: str) -> str:
-        """The absolute URL of ``path`` (e.g. ``/ui/overview``)."""
-        return f"{self.base}{path}"
-
-
-@pytest.fixture(scope="module")
-async def console_settings(base_settings: Settings) -> AsyncIterator[Settings]:
-    """Settings with a fresh, migrated schema and unique topics for the test module."""
-    schema = unique("b")
-    isolated = base_settings.model_copy(
-        update={
-            "database_schema": schema,
-            "topic_prefix": unique("conveyor"),
-            "consumer_group": unique("group"),
-        }
-    )
-    await upgrade(isolated)
-    yield isolated
-    admin = create_engine(base_settings, pool_size=1)
-    try:
-        async with admin.begin() as conn:
-            await conn.execute(text(f'drop schema if exists "{schema}" cascade'))
-    finally:
-        await admin.dispose()
-
-
-@pytest.fixture(scope="module")
-async def console_keys(console_settings: Settings) -> Keys:
-    return await make_keys(console_settings)
-
-
 @pytest.fixture(scope="module")
 def live_console(
     console_settings: Settings, console_keys: Keys, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveConsole]:
     """``conveyor dev`` for the test module, stopped (SIGTERM) afterwards."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     folder = tmp_path_factory.mktemp("conveyor-dev")
-    log = folder / "output.log"
-    fault_dir = folder / "faults"
-    fault_dir.mkdir()
-    env = process_env(
-        console_settings,
-        port,
-        CONVEYOR_WORKFLOW_MODULES="workflows,tests.browser.flows",
-        **{FAULT_DIR_VARIABLE: str(fault_dir)},
-    )
-    with log.open("wb") as out:
-        # The output goes to a file: a pipe nobody reads would block a chatty server.
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "dev"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_until_serving(proc, base, log, START_TIMEOUT)
-        yield LiveConsole(base, console_keys, console_settings, log, fault_dir)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with serve_dev(console_settings, console_keys, folder, "workflows,tests.browser.flows") as live:
+        yield live
+
+
+__all__ = ["LiveConsole", "console_keys", "console_settings"]  # fixtures and types from there

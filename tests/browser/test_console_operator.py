@@ -15,9 +15,13 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.wait import WebDriverWait
 
-from engine.store.database import create_engine
-from tests.browser.conftest import LiveConsole, assert_clean_console, browser_log, sign_in
-from tests.dead_letter_support import cloud_event, dead_letter, stored
+from tests.browser.conftest import (
+    LiveConsole,
+    assert_clean_console,
+    bad_payment_letter,
+    browser_log,
+    sign_in,
+)
 from tests.e2e.http_support import order_data
 
 TIMEOUT = 20.0
@@ -142,18 +146,7 @@ async def test_a_read_only_key_is_shown_no_action(
 ) -> None:
     key = f"RO-{uuid.uuid4().hex[:8]}"
     instance_id = start(live_console, "order", key, order_data(key))
-    db = create_engine(live_console.settings, pool_size=1)
-    try:
-        letter = await stored(
-            db,
-            dead_letter(
-                f"{live_console.settings.topic_prefix}.in",
-                cloud_event(f"ev-{key}", "payment.initiated", key, {"provider": ""}),
-                "invalid_payload",
-            ),
-        )
-    finally:
-        await db.dispose()
+    letter = await bad_payment_letter(live_console, key)
 
     sign_in(browser, live_console, live_console.read_key)
     assert browser.find_element(By.CSS_SELECTOR, ".who .scopes").text == "read"

@@ -14,9 +14,13 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.wait import WebDriverWait
 
-from engine.store.database import create_engine
-from tests.browser.conftest import LiveConsole, assert_clean_console, browser_log, sign_in
-from tests.dead_letter_support import cloud_event, dead_letter, stored
+from tests.browser.conftest import (
+    LiveConsole,
+    assert_clean_console,
+    bad_payment_letter,
+    browser_log,
+    sign_in,
+)
 from tests.e2e.http_support import order_data
 
 TIMEOUT = 20.0
@@ -47,18 +51,7 @@ async def test_a_dead_letter_is_replayed_with_a_corrected_payload(
 ) -> None:
     key = f"DLB-{uuid.uuid4().hex[:8]}"
     instance = start_order(live_console, key)
-    db = create_engine(live_console.settings, pool_size=1)
-    try:
-        letter = await stored(
-            db,
-            dead_letter(
-                f"{live_console.settings.topic_prefix}.in",
-                cloud_event(f"ev-{key}", "payment.initiated", key, {"provider": ""}),
-                "invalid_payload",
-            ),
-        )
-    finally:
-        await db.dispose()
+    letter = await bad_payment_letter(live_console, key)
 
     sign_in(browser, live_console, live_console.admin_key)
     browser.get(live_console.url("/ui/dead-letters?status=pending&reason=invalid_payload"))

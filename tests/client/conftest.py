@@ -4,14 +4,11 @@ module, on a fresh schema and its own topics, with API keys of each scope.
 The process loads the commerce workflows, ``tests.browser.flows`` (a label desk whose
 action fails while a marker file names the instance's key) and ``tests.evolution_flows``
 (``test.parcel`` v1 and v2 with a migration, and a guard that refuses small payments).
-The settings and keys fixtures are the browser tests' (:mod:`tests.browser.conftest`).
+The settings and keys fixtures and the process come from :mod:`tests.live_support`.
 """
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -19,15 +16,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from conveyor_client import AsyncConveyor
 from engine.settings import Settings
-from tests.browser.conftest import (
-    START_TIMEOUT,
-    STOP_TIMEOUT,
-    LiveConsole,
-    console_keys,
-    console_settings,
-)
-from tests.browser.flows import FAULT_DIR_VARIABLE
-from tests.e2e.http_support import Keys, free_port, process_env, wait_until_serving
+from tests.e2e.http_support import Keys
+from tests.live_support import LiveConsole, console_keys, console_settings, serve_dev
 
 __all__ = ["console_keys", "console_settings"]  # fixtures used here, defined there
 
@@ -40,32 +30,9 @@ def live(
 ) -> Iterator[LiveConsole]:
     """``conveyor dev`` for the test module (API and worker in one process), stopped with
     SIGTERM afterwards; its output goes to ``live.log``."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     folder = tmp_path_factory.mktemp("conveyor-client")
-    log = folder / "output.log"
-    fault_dir = folder / "faults"
-    fault_dir.mkdir()
-    env = process_env(
-        console_settings,
-        port,
-        CONVEYOR_WORKFLOW_MODULES=MODULES,
-        **{FAULT_DIR_VARIABLE: str(fault_dir)},
-    )
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "dev"], env=env, stdout=out, stderr=out
-        )
-    try:
-        wait_until_serving(proc, base, log, START_TIMEOUT)
-        yield LiveConsole(base, console_keys, console_settings, log, fault_dir)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with serve_dev(console_settings, console_keys, folder, MODULES) as live:
+        yield live
 
 
 @pytest.fixture(scope="module")

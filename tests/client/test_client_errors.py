@@ -25,8 +25,8 @@ from conveyor_client import (
     ValidationFailed,
 )
 from conveyor_client.errors import from_response
-from tests.browser.conftest import LiveConsole
 from tests.e2e.http_support import order_data
+from tests.live_support import LiveConsole
 
 
 def key(prefix: str) -> str:

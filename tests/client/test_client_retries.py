@@ -26,9 +26,9 @@ from conveyor_client import (
 )
 from conveyor_client.retrying import retry_after_error, retry_after_status
 from engine.settings import Settings
-from tests.browser.conftest import STOP_TIMEOUT
 from tests.conftest import wait_for
 from tests.e2e.http_support import Keys, free_port, order_data, process_env, serve_process
+from tests.live_support import STOP_TIMEOUT
 
 INSTANCE_ID = "0b7e5d84-6d3e-4a3e-9d59-7a8a0d8a1c11"
 INSTANCE: dict[str, Any] = {

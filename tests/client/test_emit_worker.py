@@ -7,9 +7,9 @@ import uuid
 
 from conveyor_client import AsyncConveyor, Instance
 from conveyor_client.emit import Emitter, emit
-from tests.browser.conftest import LiveConsole
 from tests.conftest import wait_for
 from tests.e2e.http_support import order_data
+from tests.live_support import LiveConsole
 
 
 async def test_structured_and_binary_events_move_the_instance(

@@ -10,9 +10,9 @@ import pytest
 
 from conveyor_client import AsyncConveyor, DeadLetter, Instance, NotFound
 from conveyor_client.emit import Emitter
-from tests.browser.conftest import LiveConsole
 from tests.conftest import wait_for
 from tests.e2e.http_support import order_data
+from tests.live_support import LiveConsole
 
 PAYMENT = {"payment_id": "pay-1", "provider": "acme"}
 

@@ -8,8 +8,8 @@ import uuid
 import pytest
 
 from conveyor_client import Conveyor, EventNotAllowed, NotFound
-from tests.browser.conftest import LiveConsole
 from tests.e2e.http_support import order_data
+from tests.live_support import LiveConsole
 
 
 def test_the_sync_client_starts_sends_lists_and_raises(live: LiveConsole) -> None:

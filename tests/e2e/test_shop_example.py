@@ -8,12 +8,10 @@ asked for each refund once."""
 from __future__ import annotations
 
 import signal
-import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,30 +22,12 @@ from sqlalchemy import text
 from engine.settings import Settings
 from engine.store.database import create_engine
 from examples.shop import ledger
-from examples.shop.__main__ import FINAL, order
+from examples.shop.__main__ import FINAL, order, started
 from tests.e2e.http_support import free_port, make_keys, process_env, wait_until_serving
 
 ORDERS = 120
 BEFORE_THE_KILL = 50
 T = TypeVar("T")
-
-
-@contextmanager
-def started(
-    command: list[str], env: dict[str, str], log: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def poll(what: str, check: Callable[[], T | None], timeout: float, logs: list[Path]) -> T:
