@@ -11,6 +11,7 @@ from typing import Any
 from engine.dsl import Workflow
 from engine.errors import ConfigurationError, DefinitionError, NotFound, UnknownWorkflow
 from engine.evolution import Migration, MigrationSpec
+from engine.schedules import Schedule, ScheduleSpec
 
 DEFAULT_WORKFLOW_MODULES: tuple[str, ...] = ("workflows",)
 
@@ -26,6 +27,7 @@ class Registry:
     def __init__(self) -> None:
         self._definitions: dict[str, dict[int, WorkflowDefinition]] = {}
         self._migrations: dict[tuple[str, int, int], MigrationSpec] = {}
+        self._schedules: dict[str, ScheduleSpec] = {}
 
     def register(self, definition: WorkflowDefinition) -> WorkflowDefinition:
         """Add ``definition``; registering the same class twice is a no-op."""
@@ -55,6 +57,38 @@ class Registry:
             )
         self._migrations[key] = spec
         return spec
+
+    def register_schedule(self, schedule: type[Schedule]) -> ScheduleSpec:
+        """Add a schedule (one per name; the same class twice is a no-op). A schedule that
+        starts a workflow registers it too when given as a class."""
+        spec = schedule.spec
+        if isinstance(schedule.starts, type):
+            self.register(schedule.starts)
+        existing = self._schedules.get(spec.name)
+        if existing is not None and existing is not spec:
+            raise DefinitionError(f"schedule {spec.name}: declared twice; names are unique")
+        self._schedules[spec.name] = spec
+        return spec
+
+    def schedules(self) -> tuple[ScheduleSpec, ...]:
+        """Declared schedules, by name."""
+        return tuple(self._schedules[name] for name in sorted(self._schedules))
+
+    def schedule(self, name: str) -> ScheduleSpec:
+        """The schedule named ``name``, else `UnknownSchedule` (404)."""
+        found = self._schedules.get(name)
+        if found is None:
+            raise UnknownSchedule(f"no schedule named {name!r}")
+        return found
+
+    def check_schedules(self) -> None:
+        """Every schedule that starts a workflow by name must find it registered."""
+        for spec in self._schedules.values():
+            if spec.workflow is not None and spec.workflow not in self:
+                raise DefinitionError(
+                    f"schedule {spec.name}: starts workflow '{spec.workflow}', which is not "
+                    "registered (check its name and CONVEYOR_WORKFLOW_MODULES)"
+                )
 
     def migration(self, name: str, from_version: int, to_version: int) -> MigrationSpec:
         """The migration of workflow ``name`` from one version to another, else
@@ -134,6 +168,14 @@ def load_workflows(module_names: Sequence[str] = DEFAULT_WORKFLOW_MODULES) -> Re
                     and value.__module__ == module.__name__
                 ):
                     registry.register_migration(value)
+                elif (
+                    isinstance(value, type)
+                    and issubclass(value, Schedule)
+                    and value is not Schedule
+                    and value.__module__ == module.__name__
+                ):
+                    registry.register_schedule(value)
+    registry.check_schedules()
     return registry
 
 
@@ -163,6 +205,10 @@ def _import(module_name: str) -> ModuleType:
 
 class UnknownMigration(NotFound):
     title = "Unknown migration"
+
+
+class UnknownSchedule(NotFound):
+    title = "Unknown schedule"
 
 
 def _qualified(definition: WorkflowDefinition) -> str:
