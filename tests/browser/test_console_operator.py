@@ -98,6 +98,14 @@ def test_sign_in_refuses_a_wrong_key_then_finds_an_order_by_its_key(
     wait.until(ec.url_contains(f"/ui/instances/{wanted}"))
     assert browser.find_element(By.TAG_NAME, "h1").text.startswith(key)
     assert browser.find_element(By.ID, "state").text == "placed"
+    # Times read in the browser's zone; the UTC time stays on hover.
+    times = browser.find_elements(By.CSS_SELECTOR, "time[datetime]")
+    assert times
+    for shown in times:
+        utc = shown.get_attribute("datetime") or ""
+        assert shown.get_attribute("title") == utc
+        assert shown.text
+        assert shown.text != utc
     assert_clean_console(browser)
 
 
