@@ -41,6 +41,7 @@ from engine.messaging.routing import Router
 from engine.observability import configure_sentry, get_logger
 from engine.registry import load_workflows
 from engine.runtime import Runtime
+from engine.schedule_runner import ScheduleRunner
 from engine.scheduler import TimerScheduler
 from engine.settings import Settings
 from engine.store.database import create_engine
@@ -90,10 +91,12 @@ async def run_worker(
     relay = OutboxRelay(db, settings, metrics=metrics, outage=outage)
     scheduler = TimerScheduler(runtime, outage=outage)
     jobs = JobRunner(runtime, outage=outage)
+    schedules = ScheduleRunner(runtime, outage=outage, metrics=metrics)
 
     async def timers_and_jobs(stop: asyncio.Event) -> None:
-        # Both poll PostgreSQL and share their work with other workers (SKIP LOCKED).
-        await asyncio.gather(scheduler.run(stop), jobs.run(stop))
+        # All poll PostgreSQL and share their work with other workers (SKIP LOCKED);
+        # the schedule runner syncs the declared schedules first.
+        await asyncio.gather(scheduler.run(stop), jobs.run(stop), schedules.run(stop))
 
     async def report(stop: asyncio.Event) -> None:
         while not stop.is_set():

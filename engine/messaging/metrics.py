@@ -22,6 +22,7 @@ TransitionKey = tuple[str, int, str]
 """(workflow, version, outcome); workflow "" and version 0 where the instance is unknown."""
 
 APPLY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LATENESS_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
 
@@ -31,6 +32,15 @@ def _apply_histogram() -> Histogram:
         "Time to apply one consumed batch through the runtime (all its transactions), "
         "excluding retries after transient errors.",
         buckets=APPLY_BUCKETS,
+        registry=None,
+    )
+
+
+def _lateness_histogram() -> Histogram:
+    return Histogram(
+        "conveyor_schedule_tick_lateness_seconds",
+        "How long after its time a schedule tick fired (scheduled ticks, not manual ones).",
+        buckets=LATENESS_BUCKETS,
         registry=None,
     )
 
@@ -79,6 +89,9 @@ class WorkerMetrics:
     partition_lag: dict[tuple[str, int], int] = field(default_factory=dict)
     apply_seconds: Histogram = field(default_factory=_apply_histogram)
     batch_messages: Histogram = field(default_factory=_batch_histogram)
+    # Schedule ticks recorded by (schedule, outcome), and how late the fired ones were.
+    schedule_ticks: Counter[tuple[str, str]] = field(default_factory=Counter)
+    schedule_lateness: Histogram = field(default_factory=_lateness_histogram)
 
     def batch_applied(self, messages: int, seconds: float) -> None:
         """One batch went through the runtime: observe its size and how long it took."""
@@ -197,6 +210,16 @@ class WorkerCollector:
             yield CounterMetricFamily(name, documentation, value=getattr(m, attribute))
         yield from m.apply_seconds.collect()
         yield from m.batch_messages.collect()
+        ticks = CounterMetricFamily(
+            "conveyor_schedule_ticks",
+            "Schedule ticks this process recorded, by schedule and outcome (started, "
+            "existing, conflict, published, skipped, failed).",
+            labels=("schedule", "outcome"),
+        )
+        for (schedule, outcome), count in sorted(m.schedule_ticks.items()):
+            ticks.add_metric([schedule, outcome], count)
+        yield ticks
+        yield from m.schedule_lateness.collect()
         lag = GaugeMetricFamily(
             "conveyor_consumer_lag_messages",
             "Messages in an assigned partition not yet consumed (as of the last liveness "

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Float,
     ForeignKey,
     Identity,
     Index,
@@ -378,6 +379,53 @@ console_sessions = Table(
     Index("console_sessions_api_key", "api_key_id"),
 )
 
+# Schedules (0010): one row per declared schedule, claimed ``for update skip locked`` by
+# the schedule runners; ``fingerprint`` is the definition (cron/every/anchor/zone) that
+# computed ``next_tick``.
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("name", Text, nullable=False),
+    Column("fingerprint", Text, nullable=False),
+    Column("next_tick", _timestamp(), nullable=False),
+    # The last scheduled tick fired (not a manual one).
+    Column("last_tick", _timestamp(), nullable=True),
+    Column("paused", Boolean, nullable=False, server_default=text("false")),
+    Column("updated_at", _timestamp(), nullable=False, server_default=NOW),
+    PrimaryKeyConstraint("name", name="schedules_pkey"),
+    # The runners' claim: due rows of running schedules, soonest first.
+    Index("schedules_due", "next_tick", postgresql_where=text("not paused")),
+)
+
+# What each tick did: one row per tick fired or passed over (and per manual trigger).
+# ``tick_id`` (the schedule's name and the tick's instant, or a manual trigger's own id)
+# is unique: a tick is recorded once.
+schedule_ticks = Table(
+    "schedule_ticks",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), nullable=False),
+    Column("schedule", Text, nullable=False),
+    Column("tick_id", Text, nullable=False),
+    Column("tick", _timestamp(), nullable=False),
+    Column("manual", Boolean, nullable=False, server_default=text("false")),
+    Column("fired_at", _timestamp(), nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("instance_id", UUID(as_uuid=True), nullable=True),
+    Column("message_id", UUID(as_uuid=True), nullable=True),
+    Column("business_key", Text, nullable=True),
+    Column("detail", Text, nullable=True),
+    Column("lateness_seconds", Float, nullable=False, server_default=text("0")),
+    Column("request_id", Text, nullable=True),
+    PrimaryKeyConstraint("id", name="schedule_ticks_pkey"),
+    UniqueConstraint("tick_id", name="schedule_ticks_tick_id_key"),
+    CheckConstraint(
+        "outcome in ('started', 'existing', 'conflict', 'published', 'skipped', 'failed')",
+        name="schedule_ticks_outcome",
+    ),
+    # A schedule's ticks, newest first (history pages, the last outcome).
+    Index("schedule_ticks_by_schedule", "schedule", "id"),
+)
+
 __all__ = [
     "api_keys",
     "console_sessions",
@@ -391,5 +439,7 @@ __all__ = [
     "metadata",
     "outbox",
     "parked_events",
+    "schedule_ticks",
+    "schedules",
     "timers",
 ]

@@ -256,10 +256,14 @@ class WriteSet:
             request_id,
         )
 
+    def publish(self, message_id: str, topic: str, key: str, event: CloudEvent) -> None:
+        """Queue a CloudEvent that belongs to no instance (a schedule's tick publishes)."""
+        self._queue(message_id, None, topic, key, event, None)
+
     def _queue(
         self,
         message_id: str,
-        instance_id: uuid.UUID,
+        instance_id: uuid.UUID | None,
         topic: str,
         key: str,
         event: CloudEvent,
