@@ -375,6 +375,12 @@ class ScheduleRunner:
     ) -> list[TickRecord]:
         """A record per missed tick the policy passed over (the first says how many more,
         beyond those listed, were passed over without a record)."""
+        if count > len(skipped) and not skipped:  # "all" beyond max_catch_up
+            log.warning(
+                "missed ticks beyond max_catch_up not fired",
+                schedule=spec.name,
+                passed_over=count,
+            )
         records = []
         for index, tick in enumerate(skipped):
             detail = f"missed; policy {spec.missed}"

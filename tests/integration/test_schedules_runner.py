@@ -14,11 +14,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine import schedule_runner as schedules
 from engine.errors import InvalidRequest
 from engine.messaging.metrics import WorkerCollector, WorkerMetrics
+from engine.messaging.relay import OutboxRelay
 from engine.registry import Registry, UnknownSchedule
 from engine.runtime import Runtime
 from engine.schedule_runner import ScheduleRunner, TickRecord, tick_id
@@ -28,6 +30,7 @@ from engine.store import schedules as schedule_store
 from engine.store.database import driver_connection
 from tests import flows
 from tests.integration.test_runtime import FakeClock
+from tests.integration.test_worker import consume
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -484,3 +487,30 @@ def _body(schedule: type[Schedule]) -> dict[str, Any]:
         for key, value in vars(schedule).items()
         if key in {"name", "cron", "every", "starts", "publishes", "business_key", "data"}
     }
+
+
+async def test_the_relay_publishes_a_schedule_event_to_kafka(
+    db: AsyncEngine, settings: Settings, kafka_admin: AIOKafkaAdminClient
+) -> None:
+    topic = f"{settings.topic_prefix}.in"
+    await kafka_admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
+    try:
+        clock = FakeClock(at("2026-12-03T10:07:00+00:00"))
+        reg = registry(WaveRelease)
+        await schedules.sync_schedules(db, reg, clock())
+        clock.now = at("2026-12-03T10:15:01+00:00")
+        (record,) = await ScheduleRunner(runtime_of(db, settings, reg, clock)).fire_due()
+        stop = asyncio.Event()
+        relay = asyncio.create_task(OutboxRelay(db, settings, poll_interval=0.2).run(stop))
+        try:
+            (message,) = await consume(settings, topic, 1)
+        finally:
+            stop.set()
+            async with asyncio.timeout(10):
+                await relay
+        event = json.loads(message.value)
+        assert message.key == b"wave-1015"
+        assert event["id"] == str(record.message_id)
+        assert (event["type"], event["subject"]) == ("warehouse.wave_release_due", "wave-1015")
+    finally:
+        await kafka_admin.delete_topics([topic])
