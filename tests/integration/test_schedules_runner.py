@@ -28,7 +28,9 @@ from engine.schedules import Schedule
 from engine.settings import Settings
 from engine.store import schedules as schedule_store
 from engine.store.database import driver_connection
+from engine.worker import run_worker
 from tests import flows
+from tests.conftest import wait_for
 from tests.integration.test_runtime import FakeClock
 from tests.integration.test_worker import consume
 
@@ -514,3 +516,34 @@ async def test_the_relay_publishes_a_schedule_event_to_kafka(
         assert (event["type"], event["subject"]) == ("warehouse.wave_release_due", "wave-1015")
     finally:
         await kafka_admin.delete_topics([topic])
+
+
+async def test_a_worker_s_scheduler_service_syncs_and_fires_schedules(
+    db: AsyncEngine, settings: Settings
+) -> None:
+    metrics = WorkerMetrics()
+    stop = asyncio.Event()
+    worker = settings.model_copy(
+        update={"worker_services": ["scheduler"], "workflow_modules": ["tests.schedule_flows"]}
+    )
+    task = asyncio.create_task(
+        run_worker(worker, stop=stop, install_signals=False, metrics=metrics)
+    )
+    try:
+        await wait_for(lambda: _ticks_recorded(db, 2), timeout=20)
+    finally:
+        stop.set()
+        async with asyncio.timeout(25):
+            assert await task == 0
+    recorded = await all_ticks(db, "heartbeat")
+    assert len({r.tick_id for r in recorded}) == len(recorded) >= 2
+    assert {r.outcome for r in recorded} <= {"published", "skipped"}
+    assert sum(n for (name, _), n in metrics.schedule_ticks.items() if name == "heartbeat") == len(
+        recorded
+    )
+
+
+async def _ticks_recorded(db: AsyncEngine, at_least: int) -> bool:
+    async with driver_connection(db) as conn:
+        count: int = await conn.fetchval("select count(*) from schedule_ticks")
+    return count >= at_least
