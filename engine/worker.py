@@ -1,9 +1,9 @@
 """The worker process: the long-running services that advance instances.
 
 Services: the Kafka event consumer (:mod:`engine.messaging.consumer`), the outbox relay
-(:mod:`engine.messaging.relay`), the scheduler (due timers, :mod:`engine.scheduler`, and
-bulk jobs, :mod:`engine.bulk_runner`), retention (:mod:`engine.store.retention`, hourly)
-and a metrics reporter. Each is an async callable
+(:mod:`engine.messaging.relay`), the scheduler (due timers, :mod:`engine.scheduler`, bulk
+jobs, :mod:`engine.bulk_runner`, and schedules, :mod:`engine.schedule_runner`), retention
+(:mod:`engine.store.retention`, hourly) and a metrics reporter. Each is an async callable
 that runs until the shared ``stop`` event is set and then returns after finishing its
 current batch. The worker stops them all on SIGTERM or SIGINT, within a bound; if one
 service dies, the worker stops the others and exits non-zero, so that its supervisor
