@@ -27,6 +27,7 @@ from api.metrics import Metrics, record_request
 from api.metrics import bp as metrics_bp
 from api.migrations import bp as migrations_bp
 from api.problems import ProblemErrorHandler
+from api.schedules import bp as schedules_bp
 from api.stats import bp as stats_bp
 from api.tracing import begin_request, end_request, log_access
 from api.workflows import bp as workflows_bp
@@ -75,6 +76,7 @@ def create_app(
     app.blueprint(dead_letters_bp)
     app.blueprint(bulk_bp)
     app.blueprint(migrations_bp)
+    app.blueprint(schedules_bp)
     app.blueprint(stats_bp)
     app.blueprint(console_bp)
     app.blueprint(assets_bp)

@@ -18,7 +18,13 @@ from sanic_ext import Extend
 from sanic_ext.extensions.openapi import openapi as oas
 from sanic_ext.extensions.openapi.extension import OpenAPIExtension
 
-from api import openapi_bulk, openapi_console_assets, openapi_dead_letters, openapi_migrations
+from api import (
+    openapi_bulk,
+    openapi_console_assets,
+    openapi_dead_letters,
+    openapi_migrations,
+    openapi_schedules,
+)
 from api.openapi_components import components, security_schemes
 from api.openapi_paths import paths
 
@@ -33,10 +39,15 @@ def document(title: str, version: str) -> dict[str, Any]:
             **openapi_dead_letters.paths(),
             **openapi_bulk.paths(),
             **openapi_migrations.paths(),
+            **openapi_schedules.paths(),
             **openapi_console_assets.paths(),
         },
         "components": {
-            "schemas": {**components(), **openapi_migrations.components()},
+            "schemas": {
+                **components(),
+                **openapi_migrations.components(),
+                **openapi_schedules.components(),
+            },
             "securitySchemes": security_schemes(),
         },
     }

@@ -23,6 +23,7 @@ from engine import cli_instances
 from engine.cli_check import register as register_check
 from engine.cli_check import start_check
 from engine.cli_deadletters import register as register_deadletters
+from engine.cli_schedules import register as register_schedules
 from engine.errors import InvalidRequest
 from engine.observability import configure_logging, get_logger
 from engine.settings import Settings, describe_invalid
@@ -301,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prefix", help="the key's prefix, as `apikey list` shows it")
     p.set_defaults(func=cmd_apikey_revoke)
     register_deadletters(sub)
+    register_schedules(sub)
     register_check(sub)
 
     p = sub.add_parser(

@@ -117,7 +117,7 @@ class Schedule:
     starts: ClassVar[type[Workflow[Any]] | str | None] = None
     publishes: ClassVar[str | None] = None
     business_key: ClassVar[str] = DEFAULT_BUSINESS_KEY
-    data: ClassVar[Mapping[str, Any] | TickData] = {}
+    data: ClassVar[Mapping[str, Any] | TickData | staticmethod[[datetime], Mapping[str, Any]]] = {}
     missed: ClassVar[str] = "latest"
     max_catch_up: ClassVar[int] = 100
     spec: ClassVar[ScheduleSpec]

@@ -1,5 +1,5 @@
-"""Retention: bounded growth of the inbox, the outbox, stored HTTP responses and (when
-configured) the history of ended instances.
+"""Retention: bounded growth of the inbox, the outbox, stored HTTP responses, schedule
+ticks and (when configured) the history of ended instances.
 
 The inbox must remember an event id for longer than the event can be delivered again
 (longer than the Kafka topics' retention): an id forgotten sooner could be applied twice.
@@ -46,6 +46,18 @@ delete from idempotent_responses where (api_key_id, key, endpoint) in (
 PRUNE_OUTBOX = """
 delete from outbox where id in (
   select id from outbox where published_at < $1 order by id limit $2
+)
+"""
+
+# Schedule ticks recorded before $1, except each schedule's newest (its last outcome):
+# oldest first, along the primary key.
+PRUNE_SCHEDULE_TICKS = """
+delete from schedule_ticks where id in (
+  select t.id from schedule_ticks t
+  where t.fired_at < $1
+    and t.id < (select max(n.id) from schedule_ticks n where n.schedule = t.schedule)
+  order by t.id
+  limit $2
 )
 """
 
@@ -96,6 +108,7 @@ class Pruned:
     outbox: int
     idempotent_responses: int = 0
     history: int = 0
+    schedule_ticks: int = 0
 
 
 async def prune(
@@ -108,13 +121,15 @@ async def prune(
     batch: int = 5000,
     history_page: int = HISTORY_PAGE,
 ) -> Pruned:
-    """Delete inbox rows and published outbox rows older than their retention, and, with a
+    """Delete inbox rows and published outbox rows older than their retention, schedule
+    ticks as old as processed event ids (each schedule keeps its newest), and, with a
     ``history_retention``, the history of instances that ended longer ago than that."""
-    totals = {"inbox": 0, "outbox": 0, "idempotent_responses": 0}
+    totals = {"inbox": 0, "outbox": 0, "idempotent_responses": 0, "schedule_ticks": 0}
     for name, statement, cutoff in (
         ("inbox", PRUNE_INBOX, now - inbox_retention),
         ("idempotent_responses", PRUNE_IDEMPOTENT_RESPONSES, now - inbox_retention),
         ("outbox", PRUNE_OUTBOX, now - outbox_retention),
+        ("schedule_ticks", PRUNE_SCHEDULE_TICKS, now - inbox_retention),
     ):
         while True:
             async with driver_transaction(db) as conn:
@@ -168,13 +183,22 @@ async def run_retention(
                 outbox_retention=outbox_retention,
                 history_retention=history_retention,
             )
-            if pruned.inbox or pruned.outbox or pruned.idempotent_responses or pruned.history:
+            if any(
+                (
+                    pruned.inbox,
+                    pruned.outbox,
+                    pruned.idempotent_responses,
+                    pruned.history,
+                    pruned.schedule_ticks,
+                )
+            ):
                 log.info(
                     "pruned",
                     inbox=pruned.inbox,
                     outbox=pruned.outbox,
                     idempotent_responses=pruned.idempotent_responses,
                     history=pruned.history,
+                    schedule_ticks=pruned.schedule_ticks,
                 )
         except Exception:  # retention is housekeeping: log and try again next round
             log.exception("retention round failed")

@@ -92,3 +92,33 @@ async def test_prune_deletes_an_old_event_id_of_one_instance_only(db: AsyncEngin
         )
     assert inbox == [fresh]
     assert stored == [fresh]
+
+
+async def test_old_schedule_ticks_go_but_each_schedule_keeps_its_newest(db: AsyncEngine) -> None:
+    ticks = [("nightly", 40), ("nightly", 30), ("nightly", 20), ("monthly", 60), ("hourly", 1)]
+    async with db.begin() as conn:
+        for n, (schedule, age) in enumerate(ticks):
+            at = NOW - timedelta(days=age)
+            await conn.execute(
+                text(
+                    "insert into schedule_ticks (schedule, tick_id, tick, manual, fired_at,"
+                    " outcome, lateness_seconds) values (:s, :i, :t, false, :t, 'published', 0)"
+                ),
+                {"s": schedule, "i": f"{schedule}@{n}", "t": at},
+            )
+    pruned = await prune(
+        db,
+        now=NOW,
+        inbox_retention=timedelta(days=14),
+        outbox_retention=timedelta(hours=24),
+        batch=1,
+    )
+    assert pruned.schedule_ticks == 2
+    async with db.connect() as conn:
+        kept = (
+            (await conn.execute(text("select tick_id from schedule_ticks order by id")))
+            .scalars()
+            .all()
+        )
+    # The monthly schedule's only tick is 60 days old and stays: it is its last outcome.
+    assert kept == ["nightly@2", "monthly@3", "hourly@4"]

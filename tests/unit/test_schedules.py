@@ -179,3 +179,19 @@ def test_a_tick_within_the_grace_fires_whatever_the_policy() -> None:
             at("2026-12-03T10:00:00") + MISFIRE_GRACE,
         )
         assert result.fire == (at("2026-12-03T10:00:00"),)
+
+
+def test_the_readme_shows_the_schedules_example_word_for_word() -> None:
+    from pathlib import Path
+
+    from docs.schedules_example import NightlyReconciliation, WaveRelease
+
+    root = Path(__file__).resolve().parents[2]
+    example = (root / "docs" / "schedules_example.py").read_text()
+    assert f"```python\n{example}```" in (root / "README.md").read_text()
+    nightly = NightlyReconciliation.spec
+    tick = next_tick(nightly, at("2026-12-02T12:00:00"))
+    assert tick == at("2026-12-03T01:30:00")  # 02:30 in Berlin (winter time)
+    assert nightly.key_for(tick) == "reconcile-2026-12-03"
+    assert nightly.data_for(tick) == {"business_date": "2026-12-02"}  # yesterday
+    assert WaveRelease.spec.key_for(at("2026-12-03T10:15:00")) == "wave-20261203T1015"
