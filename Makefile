@@ -73,6 +73,7 @@ bench: stack-up install  ## every benchmark's table (a few minutes; wrk from Deb
 	$(BIN)/python bench/kafka_worker.py
 	$(BIN)/python bench/http_api.py
 	$(BIN)/python bench/operator_queries.py --quick  # at 1,000,000 instances: without --quick (~3 min)
+	$(BIN)/python bench/schedules.py  # 10,000 schedules due at one instant, one and two workers
 
 clean: stack-down
 	rm -rf $(VENV) .stack .mypy_cache .ruff_cache .pytest_cache .hypothesis
