@@ -42,7 +42,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 def test_promtool_accepts_the_alerting_rules(promtool: str) -> None:
     done = _run(promtool, "check", "rules", str(RULES))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 7 rules found" in done.stdout
+    assert "SUCCESS: 9 rules found" in done.stdout
 
 
 def test_the_alerting_rules_pass_their_promtool_unit_tests(promtool: str) -> None:
@@ -72,6 +72,7 @@ def test_every_alert_names_metrics_that_conveyor_exports() -> None:
     worker = WorkerMetrics()
     worker.partition_lag[("orders", 0)] = 1
     worker.dead_lettered["invalid_payload"] += 1
+    worker.schedule_ticks[("nightly", "conflict")] += 1
     exported = {
         sample.name
         for collector in (gauges, WorkerCollector(worker), Metrics().registry)
