@@ -26,7 +26,13 @@ from outbox where published_at is null
 """
 
 # Timers due before $1 that have not fired yet (claimed or not), and the earliest due time.
-OVERDUE_TIMERS = "select count(*) as overdue, min(due_at) as oldest from timers where due_at < $1"
+# Not those of failed instances: they wait for an operator's retry (the SLA and status
+# figures show those instances).
+OVERDUE_TIMERS = """
+select count(*) as overdue, min(due_at) as oldest from timers t
+where due_at < $1
+  and not exists (select 1 from instances i where i.id = t.instance_id and i.status = 'failed')
+"""
 
 # Per (workflow, state) that declares an SLA: instances still in that state (status in $6)
 # for longer than the SLA at $5. $1..$4: workflows, versions, states and SLAs in seconds,

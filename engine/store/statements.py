@@ -263,13 +263,18 @@ FIND_INSTANCE = (
 
 # The scheduler's claim: due timers not leased by another scheduler, skipping rows that
 # another scheduler is claiming right now.
+# A failed instance's timers wait for the operator's retry: firing them would only be
+# refused (its events are), and they fire once it is active again.
 CLAIM_DUE_TIMERS = """
 with due as (
-  select id from timers
+  select id from timers t
   where due_at <= $1 and (claimed_until is null or claimed_until < $1)
+    and not exists (
+      select 1 from instances i where i.id = t.instance_id and i.status = 'failed'
+    )
   order by due_at
   limit $2
-  for update skip locked
+  for update of t skip locked
 )
 update timers t set claimed_until = $3
 from due where t.id = due.id

@@ -341,7 +341,11 @@ class WorkflowEnvironment:
             raise ValueError(f"the clock does not go back ({when} < {self._now})")
         fired: list[Fired] = []
         while True:
-            due = [t for t in self.tables.timers.values() if not t.spent and t.eligible_at <= when]
+            due = [
+                t
+                for t in self.tables.timers.values()
+                if not t.spent and t.eligible_at <= when and not self._waits_for_retry(t)
+            ]
             if not due:
                 break
             timer = min(due, key=lambda t: (t.eligible_at, str(t.id)))
@@ -349,6 +353,12 @@ class WorkflowEnvironment:
             fired.append(await self._fire(timer))
         self._now = when
         return fired
+
+    def _waits_for_retry(self, timer: TimerRow) -> bool:
+        """A failed instance's timers wait for the operator's retry (as the scheduler's
+        claim, ``CLAIM_DUE_TIMERS``, passes them over)."""
+        instance = self.tables.instances.get(timer.instance_id)
+        return instance is not None and instance.status is InstanceStatus.FAILED
 
     async def fire_due(self) -> list[Fired]:
         """Fire the timers due now (without moving the clock)."""

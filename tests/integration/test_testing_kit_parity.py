@@ -290,8 +290,8 @@ async def test_the_kit_and_the_runtime_agree_on_a_scenario(
 async def failing_scenario(driver: Driver) -> dict[str, Any]:
     """Failing actions: one retried by a timer after a backoff with an event parked behind
     it; one failing every immediate attempt, then retried by an operator (failing again:
-    retrying on zero-backoff timers until it succeeds); an idle timer refused by a failed
-    instance."""
+    retrying on zero-backoff timers until it succeeds); an idle timer that waits while its
+    instance is failed."""
     flows.FAILURES.clear()
     ids = {key: await driver.start("test.counter", key, {"key": key}) for key in ("k-1", "k-2")}
     ids["k-3"] = await driver.start("test.counter", "k-3", {"key": "k-3"})
@@ -311,7 +311,7 @@ async def failing_scenario(driver: Driver) -> dict[str, Any]:
     fired = await driver.advance(timedelta(seconds=31))
     retried = [await driver.retry(ids["k-2"])]  # fails again: retrying, no backoff
     fired += await driver.advance(timedelta(seconds=1))
-    fired += await driver.advance(timedelta(hours=2))  # k-3's idle timer, refused
+    fired += await driver.advance(timedelta(hours=2))  # k-3 failed: its idle timer waits
     flows.FAILURES.clear()
     return {
         "outcomes": statuses,
