@@ -372,7 +372,7 @@ class WorkflowEnvironment:
             outcome = await self._fire_retry(firing)
         else:
             outcome = await self._apply_with_retries(firing)
-        # Processed (an inactive instance refused it) but left in place: any later firing
+        # Processed but left in place (a refusal keeps the row): any later firing
         # would be a duplicate.
         timer.spent = (timer.instance_id, firing.event_id) in self.tables.inbox
         return Fired(timer.instance_id, timer.name, timer.state, self._now, outcome)

@@ -35,9 +35,8 @@ class TimerRow:
     due_at: datetime
     claimed_until: datetime | None = None
     spent: bool = False
-    """Its id was processed already (an inactive instance refused it, and it stays in the
-    table), so any later firing is a duplicate: the runtime's scheduler claims it again
-    after each lease, the kit does not fire it again."""
+    """Its id was processed already and it stays in the table, so any later firing would
+    be a duplicate: the kit does not fire it again."""
 
     @property
     def eligible_at(self) -> datetime:
