@@ -1,7 +1,7 @@
 """A ``conveyor worker`` process draining a backlog: transitions/s as a user sees them.
 
-Run: ``.venv/bin/python bench/worker_process.py`` (the local stack must be up; about five
-minutes with the defaults). Each run gets a fresh schema, topic prefix and consumer group,
+Run: ``.venv/bin/python bench/worker_process.py`` (the local stack must be up; one and a half
+to three minutes with the defaults). Each run gets a fresh schema, topic prefix and consumer group,
 the same 20,000 CloudEvents as ``bench/kafka_worker.py`` (2,000 orders, 10 steps each:
 placed -> ... -> refunded, orders interleaved at random, keyed by business key) produced by
 a real producer, and real worker processes (``python -m engine.cli worker``,
@@ -26,13 +26,20 @@ what counting costs). Transitions/s is the rows from the first sample that saw a
 the last row, over that time; "steady" is the same over the last three quarters of the
 rows (start-up and warm-up left out). After the workers stop, every run is checked: the
 history holds exactly one row per event (no duplicate event id), every order is
-``refunded``, and there are no dead letters.
+``refunded``, and there are no dead letters. Beside each figure: the CPU the worker
+processes, PostgreSQL, the broker and the whole machine used meanwhile (from ``/proc``),
+which says whether the worker waits or computes.
 
 The baseline, in the same run: a plain aiokafka consumer group reading and committing the
 same 20,000 messages (``getmany`` of 1,000 + commit per batch, no decoding), median of
 ``--runs``. Everything shares the machine's cores (PostgreSQL, Kafka, the producer, this
 process), so read the figures as floors. Schemas, topics and processes are removed at the
 end, also after a failure or Ctrl-C.
+
+``--profile PATH`` attaches py-spy (``.venv/bin/pip install py-spy``; not a dependency) to
+the first worker from its first applied row, for 20 s: e.g. ``--events 100000 --runs 1
+--configs one:after --profile /tmp/worker.svg``. ``--worker-env NAME=VALUE`` tries a
+setting (``CONVEYOR_LOG_LEVEL=INFO``, ``CONVEYOR_WORKER_SERVICES=consumer``).
 """
 
 from __future__ import annotations
@@ -393,7 +400,11 @@ async def one_run(
             await producing
         for task in profiling:
             await task
-        drained = await outbox_drained(conn)
+        relay = any(
+            "relay" in (extra[1] if extra else env.get("CONVEYOR_WORKER_SERVICES", "relay"))
+            for extra in DEPLOYMENTS[deployment][1]
+        )
+        drained = await outbox_drained(conn) if relay else 0.0
         await stop_processes(procs)
         await verify(conn, orders, len(batch))
         first, last = samples[0], samples[-1]
@@ -447,7 +458,8 @@ async def baseline(
 
 
 async def py_spy(pid: int, output: str) -> None:
-    """Record the worker's stacks (py-spy, collapsed "raw" format) while it drains."""
+    """Record the worker's stacks with py-spy while it drains: a flame graph for a ``.svg``
+    path, else collapsed stacks (one line per stack and its sample count)."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     proc = await asyncio.create_subprocess_exec(
         spy,
@@ -459,7 +471,7 @@ async def py_spy(pid: int, output: str) -> None:
         "--duration",
         str(PROFILE_SECONDS),
         "--format",
-        "raw",
+        "flamegraph" if output.endswith(".svg") else "raw",
         "--output",
         output,
         stdout=asyncio.subprocess.DEVNULL,
@@ -593,8 +605,8 @@ def main() -> None:
         "--profile",
         metavar="PATH",
         help=f"record the first run's worker with py-spy for {PROFILE_SECONDS} s from its first "
-        "applied row (collapsed stacks; give it a backlog that lasts as long, e.g. --events "
-        "100000 --runs 1 --configs one:after)",
+        "applied row (a flame graph for .svg, else collapsed stacks; give it a backlog that "
+        "lasts as long, e.g. --events 100000 --runs 1 --configs one:after)",
     )
     args = parser.parse_args()
     args.profiled = False
