@@ -7,6 +7,7 @@ model's schema is adapted here.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel
@@ -63,8 +64,14 @@ def to_openapi30(node: Any) -> Any:
 
 def components() -> dict[str, Any]:
     """Every model's schema (and the schemas they refer to), by name, in OpenAPI 3.0's dialect."""
+    return model_schemas(MODELS)
+
+
+def model_schemas(models: Iterable[type[BaseModel]]) -> dict[str, Any]:
+    """The schemas of ``models`` and of those they refer to, by name, in OpenAPI 3.0's
+    dialect (every route module's components come through here)."""
     found: dict[str, Any] = {}
-    for model in MODELS:
+    for model in models:
         schema = model.model_json_schema(ref_template=REF)
         for name, definition in schema.pop("$defs", {}).items():
             found[name] = to_openapi30(definition)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from api.migration_schemas import MIGRATION_MODELS
-from api.openapi_components import REF, to_openapi30
+from api.openapi_components import model_schemas
 from api.openapi_paths import (
     IDEMPOTENCY,
     NAME,
@@ -32,13 +32,7 @@ def _problem(description: str) -> dict[str, Any]:
 
 def components() -> dict[str, Any]:
     """The migration models' schemas (and those they refer to), in OpenAPI 3.0's dialect."""
-    found: dict[str, Any] = {}
-    for model in MIGRATION_MODELS:
-        schema = model.model_json_schema(ref_template=REF)
-        for name, definition in schema.pop("$defs", {}).items():
-            found[name] = to_openapi30(definition)
-        found[model.__name__] = to_openapi30(schema)
-    return found
+    return model_schemas(MIGRATION_MODELS)
 
 
 def paths() -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.openapi_components import REF, to_openapi30
+from api.openapi_components import model_schemas
 from api.openapi_paths import _json, _op, _path_param, _problems, _query
 from api.schedule_schemas import SCHEDULE_MODELS
 
@@ -14,13 +14,7 @@ SCHEDULE = _path_param("name", "Schedule name")
 
 def components() -> dict[str, Any]:
     """The schedule models' schemas, in OpenAPI 3.0's dialect."""
-    found: dict[str, Any] = {}
-    for model in SCHEDULE_MODELS:
-        schema = model.model_json_schema(ref_template=REF)
-        for name, definition in schema.pop("$defs", {}).items():
-            found[name] = to_openapi30(definition)
-        found[model.__name__] = to_openapi30(schema)
-    return found
+    return model_schemas(SCHEDULE_MODELS)
 
 
 def _action(summary: str, what: str, operation_id: str) -> dict[str, Any]:
