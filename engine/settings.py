@@ -43,6 +43,21 @@ class Settings(BaseSettings):
         "retention (default: all). Run the relay in a process of its own, for instance, "
         "to give the consumers all of theirs.",
     )
+    worker_batch_size: int = Field(
+        1000,
+        ge=1,
+        le=20000,
+        description="Kafka records a worker's consumer takes as one batch (fetched ahead while "
+        "the batch before is applied): the bound on work in flight. Bigger batches share "
+        "round trips and commits among more events; a batch is redelivered whole after a crash.",
+    )
+    worker_lanes: int = Field(
+        2,
+        ge=1,
+        le=32,
+        description="Groups of partitions a batch is split into and applied concurrently, one "
+        "transaction and one pooled connection each (keep it below database_pool_size).",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO")
     log_format: Literal["console", "json"] = Field(
         "console", description="console: readable, for development; json: one object a line."

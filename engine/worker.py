@@ -85,9 +85,10 @@ async def run_worker(
     db = create_engine(settings)
     runtime = Runtime(db, registry, topic_prefix=settings.topic_prefix)
     outage = DatabaseOutage(settings.database_outage_seconds)
-    consumer = EventConsumer(
-        settings, runtime, router, metrics, options=consumer_options, outage=outage
+    options = consumer_options or ConsumerOptions(
+        max_batch=settings.worker_batch_size, lanes=settings.worker_lanes
     )
+    consumer = EventConsumer(settings, runtime, router, metrics, options=options, outage=outage)
     relay = OutboxRelay(db, settings, metrics=metrics, outage=outage)
     scheduler = TimerScheduler(runtime, outage=outage)
     jobs = JobRunner(runtime, outage=outage)

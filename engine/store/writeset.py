@@ -74,6 +74,7 @@ class WriteSet:
 
     def __init__(self, now: datetime, topics: Topics) -> None:
         self.now = now
+        self._time = now.isoformat()  # every CloudEvent of the batch carries it
         self.topics = topics
         self._updates: dict[uuid.UUID, InstanceUpdate] = {}
         self._history: list[dict[str, Any]] = []
@@ -99,7 +100,8 @@ class WriteSet:
         """Queue a row of ``history`` (rows are written in the order queued)."""
         self._history.append(
             {
-                "instance_id": row.instance_id,
+                # Ids as text: orjson would call json_default for asyncpg's UUID type.
+                "instance_id": str(row.instance_id),
                 "revision": row.revision,
                 "event_id": row.event_id,
                 "event_type": row.event_type,
@@ -156,7 +158,7 @@ class WriteSet:
                     source=f"conveyor/{instance.workflow}/v{instance.version}",
                     type=message.type,
                     subject=instance.business_key,
-                    time=self.now.isoformat(),
+                    time=self._time,
                     data=dict(message.payload),
                     extensions={"conveyorinstance": str(instance.id), "conveyorkind": message.kind},
                 ),
@@ -239,7 +241,7 @@ class WriteSet:
                 source=f"conveyor/{instance.workflow}/v{instance.version}",
                 type=STATE_CHANGED,
                 subject=instance.business_key,
-                time=self.now.isoformat(),
+                time=self._time,
                 data={
                     "workflow": instance.workflow,
                     "version": instance.version,
@@ -276,7 +278,7 @@ class WriteSet:
         self._outbox.append(
             {
                 "message_id": message_id,
-                "instance_id": instance_id,
+                "instance_id": None if instance_id is None else str(instance_id),
                 "topic": topic,
                 "key": key,
                 "headers": header_list,
@@ -289,7 +291,7 @@ class WriteSet:
         """The named parameters of ``statements.APPLY``."""
         updates = [
             {
-                "id": instance_id,
+                "id": str(instance_id),
                 "state": u.state,
                 "data": u.data,
                 "status": u.status,
@@ -322,12 +324,12 @@ class WriteSet:
         )
 
     def _values(self, instances: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        inbox = [{"event_id": e, "instance_id": i, "outcome": o} for e, i, o in self._inbox]
-        deletes = [{"instance_id": i, "name": n} for i, n in sorted(self._timer_deletes)]
+        inbox = [{"event_id": e, "instance_id": str(i), "outcome": o} for e, i, o in self._inbox]
+        deletes = [{"instance_id": str(i), "name": n} for i, n in sorted(self._timer_deletes)]
         sets = [
             {
                 "id": timer_id,
-                "instance_id": key[0],
+                "instance_id": str(key[0]),
                 "name": key[1],
                 "state": timer.state,
                 "due_at": timer.due_at,
