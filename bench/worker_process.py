@@ -184,6 +184,36 @@ async def stop_processes(procs: Sequence[asyncio.subprocess.Process]) -> None:
             await proc.wait()
 
 
+def worker_env(run: str, extra: Sequence[str]) -> dict[str, str]:
+    """A worker's environment: schema, topic prefix and group ``run``; ``extra`` NAME=VALUE."""
+    env = dict(
+        os.environ,
+        CONVEYOR_DATABASE_SCHEMA=run,
+        CONVEYOR_TOPIC_PREFIX=run,
+        CONVEYOR_CONSUMER_GROUP=run,
+        CONVEYOR_LOG_LEVEL="WARNING",
+    )
+    env.update(dict(item.split("=", 1) for item in extra))
+    return env
+
+
+async def start_worker(
+    env: dict[str, str], extra: Sequence[str], port: int, log: IO[bytes]
+) -> asyncio.subprocess.Process:
+    """``python -m engine.cli worker *extra`` with its /health on ``port``, output to ``log``."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "engine.cli",
+        "worker",
+        *extra,
+        env={**env, "CONVEYOR_WORKER_HEALTH_PORT": str(port)},
+        cwd=ROOT,
+        stdout=log,
+        stderr=log,
+    )
+
+
 async def assigned_partitions(ports: Sequence[int]) -> int:
     total = 0
     async with httpx.AsyncClient(timeout=1.0) as client:
@@ -339,14 +369,7 @@ async def one_run(
     await upgrade(settings)
     await create_topics(base, run, cleanup)
     topic = f"{run}.in.order"
-    env = dict(
-        os.environ,
-        CONVEYOR_DATABASE_SCHEMA=run,
-        CONVEYOR_TOPIC_PREFIX=run,
-        CONVEYOR_CONSUMER_GROUP=run,
-        CONVEYOR_LOG_LEVEL="WARNING",
-    )
-    env.update(dict(item.split("=", 1) for item in args.worker_env))
+    env = worker_env(run, args.worker_env)
     conn = await asyncpg.connect(
         dsn(base), ssl=False, server_settings={"search_path": run, "application_name": run}
     )
@@ -364,19 +387,7 @@ async def one_run(
                 ports.append(port)
             logs.append(workdir / f"{run}.{i}.log")
             handles.append(logs[-1].open("wb"))
-            procs.append(
-                await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "engine.cli",
-                    "worker",
-                    *extra,
-                    env={**env, "CONVEYOR_WORKER_HEALTH_PORT": str(port)},
-                    cwd=ROOT,
-                    stdout=handles[-1],
-                    stderr=handles[-1],
-                )
-            )
+            procs.append(await start_worker(env, extra, port, handles[-1]))
             cleanup.processes.append(procs[-1])
         if mode == "before":
             await wait_assigned(ports, procs, logs)
