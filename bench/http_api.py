@@ -7,6 +7,10 @@ asyncio + httpx load generator (much slower: it measures itself as much as the s
 The server, PostgreSQL and the load generator share the machine's cores: read the
 figures as a floor. A script, not a test; bounded by --seconds per scenario.
 
+Each scenario runs --runs times (median), each run after a hello-world run (their median
+is the baseline); with wrk at 32 connections it records issue 16's targets (each
+scenario's req/s as a share of hello-world's, and p99) with bench/targets.py.
+
     .venv/bin/python bench/http_api.py --seconds 10 --connections 32
 """
 
@@ -29,6 +33,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+from targets import record
 
 from engine.auth import create_api_key
 from engine.settings import Settings
@@ -289,13 +294,14 @@ def main() -> None:
         ):
             values: dict[str, Any] = {"KEY": key, "RUN": run, "NTHREADS": args.threads}
             if use_wrk:
-                # Hello world and start alternate, so that both see the same machine.
-                hellos, starts = [], []
+                # A hello-world run before each run of each scenario, so that the baseline
+                # sees the same machine (other processes come and go on it).
+                hellos: list[dict[str, Any]] = []
+                starts = []
                 for attempt in range(args.runs):
                     hellos.append(run_wrk(hello + "/", HELLO_SCRIPT, values, args))
                     # Fresh business keys for each run (a repeated key is a 409).
                     starts.append(run_wrk(api, START, {**values, "RUN": f"{run}-{attempt}"}, args))
-                results["hello world"] = median_run(hellos)
                 results["start"] = median_run(starts)
             else:
                 counter = iter(range(10**9))
@@ -318,16 +324,27 @@ def main() -> None:
                     run_httpx("POST", api + "/v1/workflows/order/instances", start_body, auth, args)
                 )
             ids = asyncio.run(instance_ids(settings, run))
-            with tempfile.NamedTemporaryFile("w", suffix=".ids", delete=False) as handle:
-                handle.write("\n".join(ids) + "\n")
-            values["IDS_FILE"] = handle.name
+            # Each send run moves its own share of the fresh instances once.
+            shares = [ids[i :: args.runs] for i in range(args.runs)] if use_wrk else [ids]
+            files = []
+            for share in shares:
+                with tempfile.NamedTemporaryFile("w", suffix=".ids", delete=False) as handle:
+                    handle.write("\n".join(share) + "\n")
+                files.append(handle.name)
+            values["IDS_FILE"] = files[0]
             try:
                 if use_wrk:
-                    results["get"] = median_run(
-                        [run_wrk(api, GET, values, args) for _ in range(args.runs)]
-                    )
-                    # Once: each run moves fresh instances, which the first run uses up.
-                    results["send event"] = run_wrk(api, SEND, values, args)
+                    gets = []
+                    for _ in range(args.runs):
+                        hellos.append(run_wrk(hello + "/", HELLO_SCRIPT, values, args))
+                        gets.append(run_wrk(api, GET, values, args))
+                    results["get"] = median_run(gets)
+                    sends = []
+                    for name in files:
+                        hellos.append(run_wrk(hello + "/", HELLO_SCRIPT, values, args))
+                        sends.append(run_wrk(api, SEND, {**values, "IDS_FILE": name}, args))
+                    results["send event"] = median_run(sends)
+                    results = {"hello world": median_run(hellos), **results}
                 else:
                     cycle = iter(ids * 1000)
                     results["get"] = asyncio.run(
@@ -349,29 +366,71 @@ def main() -> None:
                         )
                     )
             finally:
-                os.unlink(handle.name)
+                for name in files:
+                    os.unlink(name)
     finally:
         asyncio.run(drop_schema(settings))
+    report(results, args, use_wrk, len(ids))
+
+
+# Issue 16: each scenario's rate as a share of hello-world's, and p99 at 32 connections.
+GOALS = {"start": 0.35, "send event": 0.30, "get": 0.65}
+TARGET_NAMES = {
+    "start": "http: start instance (ratio of hello-world)",
+    "send event": "http: send event (ratio of hello-world)",
+    "get": "http: get instance (ratio of hello-world)",
+}
+P99_GOAL_MS = 50.0
+
+
+def rate(figures: dict[str, Any]) -> float:
+    return float(figures["requests"]) / float(figures["seconds"])
+
+
+def report(
+    results: dict[str, dict[str, Any]], args: argparse.Namespace, use_wrk: bool, started: int
+) -> None:
     generator = "wrk" if use_wrk else "httpx"
-    runs = f"median of {args.runs} runs (send event: 1)" if use_wrk else "1 run each"
+    runs = f"median of {args.runs} runs" if use_wrk else "1 run each"
     print(
         f"\nHTTP API, one process, {args.connections} connections, {args.seconds} s per "
-        f"scenario, {runs}, load generator: {generator} (same {os.cpu_count()}-core "
-        "machine)\n"
+        f"scenario, {runs} (hello world: median of the runs before each), load generator: "
+        f"{generator} (same {os.cpu_count()}-core machine)\n"
     )
-    base = results["hello world"]["requests"] / results["hello world"]["seconds"]
+    base = rate(results["hello world"])
     print(
         f"{'scenario':<12} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'vs hello':>9}"
     )
     for name, figures in results.items():
-        rate = figures["requests"] / figures["seconds"]
         print(
-            f"{name:<12} {rate:>9.0f} {figures['p50_ms']:>8.2f} {figures['p99_ms']:>8.2f} "
-            f"{figures['non2xx'] + figures['errors']:>8} {rate / base:>9.2f}"
+            f"{name:<12} {rate(figures):>9.0f} {figures['p50_ms']:>8.2f} "
+            f"{figures['p99_ms']:>8.2f} {figures['non2xx'] + figures['errors']:>8} "
+            f"{rate(figures) / base:>9.2f}"
         )
     print(
-        f"\n{len(ids)} instances were started; 'send event' moves each fresh instance once "
-        "(placed -> payment_pending); requests beyond that are rejected (409) and counted."
+        f"\n{started} instances were started; each 'send event' run moves its own share of "
+        "them once (placed -> payment_pending); requests beyond that are rejected (409) and "
+        "counted as non-2xx."
+    )
+    if not use_wrk or args.connections != 32:
+        return  # the targets are wrk's figures at 32 connections
+    baseline = f"hello-world {base:,.0f} req/s"
+    for name, goal in GOALS.items():
+        ratio = rate(results[name]) / base
+        record(
+            TARGET_NAMES[name],
+            f"{ratio:.2f} ({rate(results[name]):,.0f} req/s)",
+            f">= {goal:.2f}",
+            ratio >= goal,
+            baseline,
+        )
+    p99s = {name: float(results[name]["p99_ms"]) for name in GOALS}
+    record(
+        "http: p99 at 32 connections",
+        ", ".join(f"{name} {p99:.1f} ms" for name, p99 in p99s.items()),
+        f"< {P99_GOAL_MS:g} ms each",
+        all(p99 < P99_GOAL_MS for p99 in p99s.values()),
+        f"hello-world p99 {float(results['hello world']['p99_ms']):.1f} ms",
     )
 
 
