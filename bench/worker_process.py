@@ -66,6 +66,7 @@ import httpx
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from http_api import drop_schema, free_port
 from kafka_worker import PARTITIONS, messages, plain_phase, produce
+from targets import record
 
 from engine.registry import load_workflows
 from engine.settings import Settings
@@ -529,6 +530,7 @@ def report(
         f"{'plain aiokafka, same messages':<44}{ceiling:>9,.0f}"
         f"{f'{min(plain) / 1000:,.0f}k-{max(plain) / 1000:,.0f}k':>16}"
     )
+    record_targets(results, ceiling)
     polls = [r.poll_ms for _, runs in results for r in runs]
     print(
         "\ntrans/s: history rows from the first sample that saw one to the last row; steady: "
@@ -541,6 +543,22 @@ def report(
         "order refunded,\nno dead letters. "
         f"Mean progress query: {statistics.mean(polls):.2f} ms."
     )
+
+
+def record_targets(results: Sequence[tuple[str, list[Run]]], ceiling: float) -> None:
+    """Issue 16's worker target (one process with its relay drains the backlog at 8,000
+    transitions/s or more) and the configurations it asks to be reported beside it."""
+    baseline = f"plain aiokafka {ceiling:,.0f} msg/s"
+    for label, runs in results:
+        m = median_run(runs)
+        one = label.startswith(DEPLOYMENTS["one"][0])
+        record(
+            f"worker: {label}",
+            f"{m.per_second:,.0f} transitions/s ({m.per_second / ceiling:.3f} of plain)",
+            f">= {TARGET:,.0f} transitions/s" if one else "reported",
+            m.per_second >= TARGET if one else True,
+            baseline,
+        )
 
 
 async def main_async(args: argparse.Namespace) -> None:
