@@ -122,6 +122,7 @@ def create_app(
             app.ctx.worker_stop.set()
             await asyncio.gather(app.ctx.worker_task, return_exceptions=True)
         await app.ctx.kafka_probe.close()
+        await app.ctx.key_cache.close()
         await app.ctx.db.dispose()
 
     return app

@@ -5,12 +5,15 @@ Routes declare the scope they need with ``ctx_scope=...``; a route without one n
 ``ctx_public=True`` (health, readiness) or belongs to the OpenAPI docs. The key comes in
 ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``.
 
-Verified keys are cached in-process for ``KEY_CACHE_TTL`` seconds, so a GET costs no
-extra query; a revoked key therefore stops working within that time.
+Verified keys are cached in-process for ``KEY_CACHE_TTL`` seconds, so a request costs no
+extra query; a revoked key therefore stops working within that time. A key still in use
+is verified again in the background before its entry runs out (no request waits for it),
+and concurrent requests with a key not cached share one lookup.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -20,41 +23,89 @@ from sanic import Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.auth import ApiKey, Forbidden, Scope, Unauthenticated, hash_key, verify_api_key
-from engine.observability import bind_log_context
+from engine.observability import bind_log_context, get_logger
 
 KEY_CACHE_TTL = 5.0
 KEY_CACHE_SIZE = 10_000
+REFRESH_AHEAD = 0.8
+"""A cached key is verified again once this share of its TTL has passed (when in use)."""
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+log = get_logger("conveyor.api")
 
 
 @dataclass
 class KeyCache:
-    """Verified keys by hash, each until its deadline. Unknown keys are not cached."""
+    """Verified keys by hash, each until its deadline. Unknown keys are not cached.
+
+    An entry's deadline moves only when the database has verified the key again, so a
+    revoked key is refused at most ``ttl`` after its last verification.
+    """
 
     ttl: float = KEY_CACHE_TTL
     size: int = KEY_CACHE_SIZE
-    _entries: dict[bytes, tuple[ApiKey, float]] = field(default_factory=dict)
+    refresh: float = REFRESH_AHEAD  # share of ``ttl`` after which a key in use is refreshed
+    # digest -> (key, refresh after, deadline)
+    _entries: dict[bytes, tuple[ApiKey, float, float]] = field(default_factory=dict)
+    # Lookups in flight by digest: what concurrent callers share.
+    _lookups: dict[bytes, asyncio.Task[ApiKey | None]] = field(default_factory=dict)
 
-    def cached(self, secret: str) -> ApiKey | None:
-        """The verified key for ``secret`` if it was verified less than ``ttl`` ago."""
-        entry = self._entries.get(hash_key(secret))
-        if entry is not None and entry[1] > time.monotonic():
-            return entry[0]
-        return None
+    def cached(self, db: AsyncEngine, secret: str) -> ApiKey | None:
+        """The verified key for ``secret`` if it was verified less than ``ttl`` ago; past
+        the refresh point, a lookup starts in the background (the entry still serves)."""
+        digest = hash_key(secret)
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        key, refresh_at, deadline = entry
+        now = time.monotonic()
+        if now >= deadline:
+            return None
+        if now >= refresh_at and digest not in self._lookups:
+            self._lookup(db, secret, digest)
+        return key
 
     async def verify(self, db: AsyncEngine, secret: str) -> ApiKey | None:
-        key = self.cached(secret)
+        key = self.cached(db, secret)
         if key is not None:
             return key
         digest = hash_key(secret)
-        key = await verify_api_key(db, secret)
+        lookup = self._lookups.get(digest) or self._lookup(db, secret, digest)
+        return await asyncio.shield(lookup)
+
+    def _lookup(self, db: AsyncEngine, secret: str, digest: bytes) -> asyncio.Task[ApiKey | None]:
+        task = asyncio.get_running_loop().create_task(self._fetch(db, secret, digest))
+        self._lookups[digest] = task
+        task.add_done_callback(self._settled)
+        return task
+
+    async def _fetch(self, db: AsyncEngine, secret: str, digest: bytes) -> ApiKey | None:
+        try:
+            key = await verify_api_key(db, secret)
+        finally:
+            self._lookups.pop(digest, None)
         if key is None:
             self._entries.pop(digest, None)
             return None
         if len(self._entries) >= self.size:
             self._entries.clear()
-        self._entries[digest] = (key, time.monotonic() + self.ttl)
+        now = time.monotonic()
+        self._entries[digest] = (key, now + self.ttl * self.refresh, now + self.ttl)
         return key
+
+    @staticmethod
+    def _settled(task: asyncio.Task[ApiKey | None]) -> None:
+        # A background refresh that failed (the database is down, say) changes nothing:
+        # the entry runs out at its deadline, and the next request looks the key up itself
+        # and answers the error. Retrieving it here keeps asyncio from logging it as lost.
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("API key lookup failed", error=repr(task.exception()))
+
+    async def close(self) -> None:
+        """Cancel the lookups in flight (the app is stopping)."""
+        tasks = list(self._lookups.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def presented_key(request: Request) -> str | None:
@@ -106,7 +157,7 @@ def authenticate(request: Request) -> Coroutine[Any, Any, None] | None:
     if secret is None:
         raise Unauthenticated("an API key is required: Authorization: Bearer <key> or X-API-Key")
     cache: KeyCache = request.app.ctx.key_cache
-    key = cache.cached(secret)
+    key = cache.cached(request.app.ctx.db, secret)
     if key is None:
         return _look_up(request, cache, secret, scope)
     _admit(request, key, scope)
