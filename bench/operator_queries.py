@@ -19,6 +19,12 @@ machine's cores (and whatever else runs on it): read the figures as a ceiling.
 Each query runs up to --requests times per size (--concurrency in flight) or for at most
 --seconds, whichever ends first. The schemas are dropped at the end, also after a failure,
 Ctrl-C or SIGTERM.
+
+Issue 16's scale target goes to ``bench/targets.py`` for GET by key, list by state, stats
+(``?workflow=order``) and the SLA query (``sla_breached=true``): p99 at the large size
+within 2x of p99 at the small one, named after the sizes ("1M instances: GET by key p99
+vs 10k"; with --quick "100k instances: ... vs 10k", so a quick run never stands in for
+the million).
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from typing import Any
 import asyncpg
 import httpx
 from http_api import drop_schema, free_port, prepare, process
+from targets import record
 
 from engine.settings import Settings
 
@@ -313,6 +320,14 @@ CONSOLE: dict[str, Target] = {
     ),
 }
 INSTANCE_PAGE = "console: one instance's page"
+# Issue 16's scale target, per query: p99 at the large size within 2x of p99 at the small.
+TARGETED = {
+    "get by business key": "GET by key",
+    "list state=paid": "list by state",
+    "stats ?workflow=order": "stats",
+    "list sla_breached=true": "SLA query",
+}
+MAX_RATIO = 2.0
 PAGED = "3 pages of a state (3 requests)"
 PAGED_STATES = ("delivered", "shipped", "paid", "completed")
 
@@ -455,6 +470,30 @@ def report(sizes: list[Size], args: argparse.Namespace) -> None:
         "\nn: requests measured at the large size (fewer than asked when --seconds ran out);"
         "\np99 x: p99 at the large size over p99 at the small one (target: within 2x)."
     )
+    record_targets(small, large)
+
+
+def short(n: int) -> str:
+    """10,000 -> "10k", 1,000,000 -> "1M" (the targets' names)."""
+    for unit, scale in (("M", 1_000_000), ("k", 1_000)):
+        if n >= scale and n % (scale // 10) == 0:
+            return f"{n / scale:g}{unit}"
+    return f"{n:,}"
+
+
+def record_targets(small: Size, large: Size) -> None:
+    """Issue 16: each targeted query's p99 at the large size over its p99 at the small."""
+    for name, label in TARGETED.items():
+        p99_small = percentile(small.latencies[name], 99)
+        p99_large = percentile(large.latencies[name], 99)
+        ratio = p99_large / p99_small
+        record(
+            f"{short(large.instances)} instances: {label} p99 vs {short(small.instances)}",
+            f"ratio {ratio:.1f} (p99 {p99_large:.1f} ms vs {p99_small:.1f} ms)",
+            f"<= {MAX_RATIO:g}x",
+            ratio <= MAX_RATIO,
+            f"p99 at {small.instances:,} instances, same run",
+        )
 
 
 # ---------------------------------------------------------------- running it
