@@ -6,6 +6,12 @@ scheduler at a time, and a crashed scheduler's claims become claimable again whe
 lease runs out. Firing goes through the same path as events with the timer's id as the
 event id, so even a timer fired twice takes effect once. Timers live in PostgreSQL, so
 they survive restarts; overdue timers fire on the first poll after start-up.
+
+A backlog (a claim came back full: many timers due at once) is drained by ``lanes``
+claim-and-fire loops at a time, each claiming its own batch (``SKIP LOCKED`` keeps them
+apart as it keeps schedulers apart) and firing it in one transaction: while one lane's
+batch is planned in Python, another's is written by PostgreSQL. A lane stops when its
+claim comes back short; the scheduler then polls as before.
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ class TimerScheduler:
         self,
         runtime: Runtime,
         *,
-        batch_size: int = 500,
+        batch_size: int = 1000,
+        lanes: int = 4,
         lease: timedelta = timedelta(seconds=60),
         poll_interval: float = 1.0,
         retry_max: float = 2.0,
@@ -40,7 +47,10 @@ class TimerScheduler:
         self.runtime = runtime
         self.retry_max = retry_max
         self.outage = outage or DatabaseOutage(float("inf"))
+        if batch_size < 1 or lanes < 1:
+            raise ValueError("batch_size and lanes must be at least 1")
         self.batch_size = batch_size
+        self.lanes = lanes
         self.lease = lease
         self.poll_interval = poll_interval
         self.fired = 0
@@ -64,12 +74,35 @@ class TimerScheduler:
         log.info("timers fired", claimed=len(firings), applied=applied)
         return outcomes
 
+    async def drain(self, stop: asyncio.Event) -> None:
+        """Fire a backlog with ``lanes`` claim-and-fire loops at once, until each lane's
+        claim comes back short (or ``stop`` is set). A lane that fails raises its error
+        once the other lanes have finished the batch they hold (none is cancelled inside
+        its transaction); the failed lane's claims wait for their lease, as after a crash.
+        """
+        errors: list[Exception] = []
+
+        async def lane() -> None:
+            try:
+                while not (stop.is_set() or errors):
+                    if len(await self.fire_due()) < self.batch_size:
+                        return
+            except Exception as exc:  # the poll loop logs it and retries with backoff
+                errors.append(exc)
+
+        await asyncio.gather(*(lane() for _ in range(self.lanes)))
+        if errors:
+            raise errors[0]
+
     async def run(self, stop: asyncio.Event) -> None:
         """Fire due timers until ``stop`` is set; poll every ``poll_interval`` when idle."""
-        log.info("timer scheduler started")
+        log.info("timer scheduler started", batch_size=self.batch_size, lanes=self.lanes)
 
         async def round_() -> bool:
-            return len(await self.fire_due()) >= self.batch_size  # more may be due now
+            if len(await self.fire_due()) < self.batch_size:
+                return False
+            await self.drain(stop)  # a full batch: more may be due now, fire them in lanes
+            return True
 
         await poll(
             round_,
