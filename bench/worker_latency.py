@@ -17,7 +17,8 @@ and the time the broker's acknowledgement of its batch came back ("acked").
 
 Commit time: one connection polls the history table every ``POLL`` s (5 ms) for rows it
 has not seen (``id > last`` plus the ids below ``last`` still missing: the worker's lanes
-commit concurrently, so ids can become visible out of order); the time the poll's answer
+commit concurrently, so ids can become visible out of order; two index range scans, so a
+poll costs the new rows, not the table's size); the time the poll's answer
 arrives is the event's commit time. That is an upper bound: the row committed at most
 one poll interval plus one query before; the mean interval is printed. Latency = seen -
 sent, measured from the send call (so queueing in the producer and the broker counts).
@@ -36,12 +37,14 @@ and the machine. After the runs the worker stops and the schema is checked: exac
 history row per event, every order refunded, no dead letter. Schemas, topics and
 processes are removed at the end, also after a failure or Ctrl-C.
 
-``--worker-env NAME=VALUE`` tries a setting (e.g. ``CONVEYOR_DATABASE_POOL_SIZE=4``).
+``--worker-env NAME=VALUE`` tries a setting (``CONVEYOR_WORKER_BATCH_SIZE=200``,
+``CONVEYOR_WORKER_LANES=4``, ``CONVEYOR_DATABASE_POOL_SIZE=4``).
 ``--consumer-option NAME=VALUE`` tries a consumer setting that no environment variable
-reaches: a field of ``engine.messaging.consumer.ConsumerOptions`` (``max_batch=200``,
-``lanes=4``) or else an aiokafka consumer argument (``fetch_max_wait_ms=20``, added to its
-``consumer_overrides``). The worker then runs as ``engine.cli.main(["worker"])`` with those
-defaults of ``ConsumerOptions`` replaced (an experiment, not ``conveyor worker`` as shipped).
+reaches: a field of ``engine.messaging.consumer.ConsumerOptions`` (``poll_timeout_ms=20``;
+not ``max_batch`` or ``lanes``, which the settings above set) or else an aiokafka consumer
+argument (``fetch_max_wait_ms=20``, added to its ``consumer_overrides``). The worker then
+runs as ``engine.cli.main(["worker"])`` with those defaults of ``ConsumerOptions`` replaced
+(an experiment, not ``conveyor worker`` as shipped).
 """
 
 from __future__ import annotations
@@ -97,6 +100,13 @@ GOAL_RATE = 4_000.0  # ... at half of the 8,000 transitions/s target
 POLL = 0.005  # seconds between history polls
 DRAIN_TIMEOUT = 60.0  # after the last send: every event committed by then, or the run fails
 MISSING_FOR = 10.0  # an id below the highest seen and still absent after this: never comes
+# New rows, and rows below the highest id seen that were missing: two index range scans,
+# whatever the table's size (the watcher's connection has enable_seqscan off: a generic
+# plan's guess of a third of the table for ``id > $1`` would otherwise scan all of it).
+WATCH_QUERY = (
+    "select id, event_id from history where id > $1"
+    " union all select id, event_id from history where id = any($2::bigint[])"
+)
 # ``conveyor worker`` with some ConsumerOptions defaults replaced (argv[1]: JSON of them).
 PATCHED_WORKER = """
 import dataclasses, functools, json, sys
@@ -160,12 +170,9 @@ class HistoryWatch:
 
     async def poll(self) -> None:
         begun = time.monotonic()
-        rows = await self.conn.fetch(
-            "select id, event_id from history where id > $1 or id = any($2::bigint[]) order by id",
-            self.top,
-            list(self.missing),
-        )
+        found = await self.conn.fetch(WATCH_QUERY, self.top, list(self.missing))
         now = time.monotonic()
+        rows = sorted((int(r[0]), str(r[1])) for r in found)
         self.polls += 1
         self.query_seconds += now - begun
         self.first_poll = self.first_poll or begun
@@ -291,6 +298,8 @@ async def patched_worker(
     given: dict[str, Any] = {}
     for item in options:
         name, _, value = item.partition("=")
+        if name in ("max_batch", "lanes"):  # the worker passes its settings' values
+            raise SystemExit(f"{name}: use --worker-env CONVEYOR_WORKER_BATCH_SIZE / _LANES")
         try:
             given[name] = json.loads(value)
         except ValueError:
@@ -388,8 +397,10 @@ async def at_rate(
     batches = [messages(f"{run}-{r}", args.instances, args.events) for r in range(args.runs)]
     ids = [[json.loads(value)["id"] for _, value in b] for b in batches]
     want = sum(len(b) for b in batches)
-    conn = await asyncpg.connect(
-        dsn(base), ssl=False, server_settings={"search_path": run, "application_name": run}
+    server = {"search_path": run, "application_name": run}
+    conn = await asyncpg.connect(dsn(base), ssl=False, server_settings=server)
+    watcher = await asyncpg.connect(
+        dsn(base), ssl=False, server_settings={**server, "enable_seqscan": "off"}
     )
     ctx = multiprocessing.get_context("spawn")
     ready = ctx.Event()
@@ -402,7 +413,7 @@ async def at_rate(
     handles: list[IO[bytes]] = [logs[0].open("wb")]
     producer = create_producer(base, linger_ms=0)
     stop = asyncio.Event()
-    watch = HistoryWatch(conn)
+    watch = HistoryWatch(watcher)
     watching: asyncio.Task[None] | None = None
     try:
         port = free_port()
@@ -485,11 +496,17 @@ async def at_rate(
             await asyncio.to_thread(plain.join, 10)
         for handle in handles:
             handle.close()
+        await watcher.close()
         await conn.close()
         await drop_schema(settings)
         cleanup.schemas.remove(settings)
         await delete_topics(base, [run])
         cleanup.prefixes.remove(run)
+
+
+def ms(value: float) -> str:
+    """Milliseconds: one decimal below a second, whole ones above."""
+    return f"{value:.1f}" if value < 1000 else f"{value:,.0f}"
 
 
 def median_run(runs: Sequence[Run]) -> Run:
@@ -517,19 +534,22 @@ def report(results: Sequence[tuple[float, list[Run]]], args: argparse.Namespace)
         f"{args.runs}{extra}\n"
     )
     head = (
-        f"{'rate/s':>7}{'sent/s':>8}{'p50':>7}{'p90':>7}{'p99':>7}{'max':>7}{'p99 runs':>18}"
+        f"{'rate/s':>7}{'sent/s':>8}{'p50':>8}{'p90':>8}{'p99':>8}{'max':>8}{'p99 runs':>20}"
         f"{'ack p50':>8}{'ack p99':>8}{'plain p50':>10}{'plain p99':>10}{'behind':>7}"
-        f"{'drain':>7}{'late':>6}{'batch':>6}{'apply':>6}{'cpu':>6}{'plain':>6}{'pg':>6}{'kafka':>6}{'host':>6}"
+        f"{'drain':>7}{'late':>6}{'batch':>6}{'apply':>6}{'cpu':>6}{'plain':>6}{'pg':>6}"
+        f"{'kafka':>6}{'host':>6}"
     )
     print(head)
     print("-" * len(head))
     for rate, runs in results:
         m = median_run(runs)
         p99s = "/".join(f"{r.p(0.99):.0f}" for r in runs)
+        cells = [m.p(0.5), m.p(0.9), m.p(0.99), max(m.latency)]
         print(
-            f"{rate:>7,.0f}{m.rate:>8,.0f}{m.p(0.5):>7.1f}{m.p(0.9):>7.1f}{m.p(0.99):>7.1f}"
-            f"{max(m.latency):>7.0f}{p99s:>18}{m.p(0.5, 'ack'):>8.1f}{m.p(0.99, 'ack'):>8.1f}"
-            f"{m.p(0.5, 'plain'):>10.1f}{m.p(0.99, 'plain'):>10.1f}{m.behind:>7,}"
+            f"{rate:>7,.0f}{m.rate:>8,.0f}"
+            + "".join(f"{ms(v):>8}" for v in cells)
+            + f"{p99s:>20}{ms(m.p(0.5, 'ack')):>8}{ms(m.p(0.99, 'ack')):>8}"
+            f"{ms(m.p(0.5, 'plain')):>10}{ms(m.p(0.99, 'plain')):>10}{m.behind:>7,}"
             f"{m.drain:>7.0f}{m.late_ids:>6,}{m.batch:>6.0f}{m.apply_ms:>6.0f}"
             + "".join(f"{c:>6.2f}" if c >= 0 else f"{'-':>6}" for c in m.cpu)
         )
