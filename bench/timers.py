@@ -222,8 +222,18 @@ async def profile(pid: int, output: str, seconds: float) -> None:
     await proc.wait()
 
 
+class Overran(Exception):
+    """Writing the timers took longer than the lead: T passed before they were all there."""
+
+
 async def fire_run(
-    settings: Settings, n: int, workers: int, workdir: Path, module: str, args: argparse.Namespace
+    settings: Settings,
+    n: int,
+    workers: int,
+    workdir: Path,
+    module: str,
+    args: argparse.Namespace,
+    lead: float,
 ) -> Run:
     """One run: N timers due at T, ``workers`` scheduler processes; checked exactly once."""
     schema, template = await prepare(settings, n, module)
@@ -248,16 +258,15 @@ async def fire_run(
                 await start_worker(env, ["--services", "scheduler"], ports[-1], handles[-1])
             )
         await wait_healthy(ports, procs, logs)
-        lead = args.lead if args.lead is not None else 3.0 + n / 20_000
         at = datetime.now(UTC) + timedelta(seconds=lead)
         await make_due(conn, template, n, at)
         if datetime.now(UTC) >= at:
-            raise SystemExit(f"writing the timers took longer than --lead ({lead:g} s)")
+            raise Overran(lead)
+        await asyncio.sleep((at - datetime.now(UTC)).total_seconds())
         spying = None
         if args.profile and not args.profiled and workers == 1:
             args.profiled = True
             spying = asyncio.create_task(profile(procs[0].pid, args.profile, args.profile_seconds))
-        await asyncio.sleep((at - datetime.now(UTC)).total_seconds())
         cpu_at = cpu_snapshot([p.pid for p in procs])
         deadline = time.monotonic() + RUN_TIMEOUT
         polls = 0
@@ -329,6 +338,20 @@ async def baseline(settings: Settings, n: int, module: str) -> float:
         await drop_schema(scoped)
 
 
+async def fire_until_in_time(
+    settings: Settings, n: int, workers: int, workdir: Path, module: str, args: argparse.Namespace
+) -> Run:
+    """A run; again with twice the lead when writing the timers overran it (a busy host)."""
+    lead = args.lead if args.lead is not None else 3.0 + n / 10_000
+    for _ in range(3):
+        try:
+            return await fire_run(settings, n, workers, workdir, module, args, lead)
+        except Overran:
+            print(f"  writing the timers took longer than {lead:g} s: again", flush=True)
+            lead *= 2
+    raise SystemExit("writing the timers kept taking longer than the lead (give --lead)")
+
+
 def median(runs: list[Run]) -> Run:
     return sorted(runs, key=lambda r: r.seconds)[len(runs) // 2]
 
@@ -378,7 +401,7 @@ async def main_async(args: argparse.Namespace) -> None:
         for _ in range(args.runs):
             plain.append(await baseline(settings, n, module))
             for workers in args.workers:
-                run = await fire_run(settings, n, workers, workdir, module, args)
+                run = await fire_until_in_time(settings, n, workers, workdir, module, args)
                 runs.setdefault(workers, []).append(run)
                 if args.verbose:
                     print(
@@ -389,7 +412,7 @@ async def main_async(args: argparse.Namespace) -> None:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     report(n, runs, plain)
-    if 1 in runs:
+    if 1 in runs and not args.profile:  # a profiled run is slower: not the figure
         one = median(runs[1])
         goal = GOAL_SECONDS_PER_100K * n / 100_000
         base = statistics.median(plain)
@@ -411,7 +434,7 @@ def main() -> None:
         "--lead",
         type=float,
         default=None,
-        help="seconds from writing the timers to T (default 3 + N / 20,000)",
+        help="seconds from writing the timers to T (default 3 + N / 10,000; doubled on overrun)",
     )
     parser.add_argument(
         "--worker-env", nargs="*", default=[], metavar="NAME=VALUE", help="to try a setting"
