@@ -353,7 +353,7 @@ def report(result: Result, args: argparse.Namespace) -> None:
     mb = 1024.0
     last = samples[-1]
     at_minute = nearest(samples, 60.0)
-    minute = f"{at_minute.rss_kb / 1024:.1f} MB" if last.at >= 60 else "(shorter run)"
+    minute = f"{at_minute.rss_kb / 1024:.1f} MB" if result.load_seconds >= 60 else "(shorter run)"
     peak = max(samples, key=lambda s: s.rss_kb)
     half = [(s.at, float(s.rss_kb)) for s in samples if s.at >= result.load_seconds / 2]
     slope = slope_mb_per_min(half)
