@@ -1,7 +1,7 @@
 """Produce-to-commit latency of one ``conveyor worker`` process at a paced rate.
 
 Run: ``.venv/bin/python bench/worker_latency.py`` (the local stack must be up; about two
-minutes with the defaults). Issue 16: one worker process, relay in it, fed at half of
+minutes with the defaults, longer when the worker falls behind). Issue 16: one worker process, relay in it, fed at half of
 its 8,000 transitions/s target, commits an event within 50 ms at the 99th percentile.
 
 For each rate (``--rates``, default 4,000, 2,000 and 1,000 events/s) a fresh schema, topic
@@ -32,8 +32,9 @@ reads while the worker runs; its CPU is printed too.
 Per rate: achieved produce rate; p50/p90/p99/max of produce-to-commit (the run with the
 median p99; the other runs' p99 beside it); the ack's p50/p99; the plain consumer's
 p50/p99; how many events were not yet committed when the last one was sent and how long
-the worker took after that (did it keep up); CPU of the worker, PostgreSQL, the broker
-and the machine. After the runs the worker stops and the schema is checked: exactly one
+the worker took after that (did it keep up); the worker's mean batch size and time to
+apply a batch (from its ``/metrics``: latency is about two of those plus Kafka's part);
+CPU of the worker, PostgreSQL, the broker and the machine. After the runs the worker stops and the schema is checked: exactly one
 history row per event, every order refunded, no dead letter. Schemas, topics and
 processes are removed at the end, also after a failure or Ctrl-C.
 
@@ -577,10 +578,10 @@ def record_targets(results: Sequence[tuple[float, list[Run]]], args: argparse.Na
         plain = statistics.median(r.p(0.99, "plain") for r in runs)
         record(
             f"worker: produce-to-commit p99 at {rate:,.0f}/s",
-            f"{p99:.1f} ms (p50 {m.p(0.5):.1f} ms, sent {m.rate:,.0f}/s)",
+            f"{p99:,.1f} ms (p50 {m.p(0.5):,.1f} ms, sent {m.rate:,.0f}/s)",
             f"< {GOAL_MS:.0f} ms",
             p99 < GOAL_MS,
-            f"plain aiokafka p99 {plain:.1f} ms",
+            f"plain aiokafka p99 {plain:,.1f} ms",
         )
 
 
