@@ -1,8 +1,9 @@
 """Produce-to-commit latency of one ``conveyor worker`` process at a paced rate.
 
 Run: ``.venv/bin/python bench/worker_latency.py`` (the local stack must be up; about two
-minutes with the defaults, longer when the worker falls behind). Issue 16: one worker process, relay in it, fed at half of
-its 8,000 transitions/s target, commits an event within 50 ms at the 99th percentile.
+minutes with the defaults, longer when the worker falls behind). Issue 16: one worker
+process, relay in it, fed at half of its 8,000 transitions/s target, commits an event
+within 50 ms at the 99th percentile.
 
 For each rate (``--rates``, default 4,000, 2,000 and 1,000 events/s) a fresh schema, topic
 prefix and consumer group, and one real worker process (``python -m engine.cli worker``,
@@ -34,9 +35,10 @@ median p99; the other runs' p99 beside it); the ack's p50/p99; the plain consume
 p50/p99; how many events were not yet committed when the last one was sent and how long
 the worker took after that (did it keep up); the worker's mean batch size and time to
 apply a batch (from its ``/metrics``: latency is about two of those plus Kafka's part);
-CPU of the worker, PostgreSQL, the broker and the machine. After the runs the worker stops and the schema is checked: exactly one
-history row per event, every order refunded, no dead letter. Schemas, topics and
-processes are removed at the end, also after a failure or Ctrl-C.
+CPU of the worker, PostgreSQL, the broker and the machine. After the runs the worker
+stops and the schema is checked: exactly one history row per event, every order
+refunded, no dead letter. Schemas, topics and processes are removed at the end, also
+after a failure or Ctrl-C.
 
 ``--worker-env NAME=VALUE`` tries a setting (``CONVEYOR_WORKER_BATCH_SIZE=200``,
 ``CONVEYOR_WORKER_LANES=4``, ``CONVEYOR_DATABASE_POOL_SIZE=4``).
