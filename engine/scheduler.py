@@ -11,12 +11,14 @@ A backlog (a claim came back full: many timers due at once) is drained by ``lane
 claim-and-fire loops at a time, each claiming its own batch (``SKIP LOCKED`` keeps them
 apart as it keeps schedulers apart) and firing it in one transaction: while one lane's
 batch is planned in Python, another's is written by PostgreSQL. A lane stops when its
-claim comes back short; the scheduler then polls as before.
+claim comes back short; the scheduler then polls as before. An idle scheduler whose next
+timer comes due before its next poll wakes when it does, not up to a poll interval late.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 
 from engine.liveness import DatabaseOutage
@@ -25,7 +27,7 @@ from engine.observability import get_logger
 from engine.polling import poll
 from engine.runtime import Runtime
 from engine.store import statements as sql
-from engine.store.database import driver_transaction
+from engine.store.database import driver_connection, driver_transaction
 
 log = get_logger("conveyor.scheduler")
 
@@ -74,6 +76,13 @@ class TimerScheduler:
         log.info("timers fired", claimed=len(firings), applied=applied)
         return outcomes
 
+    async def next_due_in(self) -> float | None:
+        """Seconds until the next timer that is not due yet comes due (None: no such timer)."""
+        now = self.runtime.clock()
+        async with driver_connection(self.runtime.db) as conn:
+            due = await conn.fetchval(sql.NEXT_TIMER_DUE, now)
+        return None if due is None else max((due - now).total_seconds(), 0.0)
+
     async def drain(self, stop: asyncio.Event) -> None:
         """Fire a backlog with ``lanes`` claim-and-fire loops at once, until each lane's
         claim comes back short (or ``stop`` is set). A lane that fails raises its error
@@ -99,9 +108,14 @@ class TimerScheduler:
         log.info("timer scheduler started", batch_size=self.batch_size, lanes=self.lanes)
 
         async def round_() -> bool:
-            if len(await self.fire_due()) < self.batch_size:
-                return False
-            await self.drain(stop)  # a full batch: more may be due now, fire them in lanes
+            if len(await self.fire_due()) >= self.batch_size:
+                await self.drain(stop)  # a full batch: more may be due now, fire them in lanes
+                return True
+            wait = await self.next_due_in()
+            if wait is None or wait >= self.poll_interval:
+                return False  # the poll loop waits its interval
+            with contextlib.suppress(TimeoutError):  # wake when the next timer is due
+                await asyncio.wait_for(stop.wait(), max(wait, 0.01))
             return True
 
         await poll(

@@ -283,4 +283,7 @@ where t.id = any(array(
 returning t.id, t.instance_id, t.name, t.state, t.due_at
 """
 
-NEXT_TIMER_DUE = "select min(due_at) from timers where claimed_until is null or claimed_until < $1"
+# When the next timer that is not due yet ($1: now) comes due: an idle scheduler wakes
+# then rather than a poll interval later. (Overdue timers that wait, a failed instance's,
+# are not its business.)
+NEXT_TIMER_DUE = "select min(due_at) from timers where due_at > $1"

@@ -1,7 +1,8 @@
 """A backlog of due timers is fired by several claim-and-fire lanes at once
 (``TimerScheduler.lanes``): each timer still fires exactly once, also with two schedulers
 draining the same backlog, and a lane that fails stops the others after their batch and
-raises its own error, leaving its claimed timers to fire once their lease has run out."""
+raises its own error, leaving its claimed timers to fire once their lease has run out.
+An idle scheduler wakes when its next timer comes due, not a poll interval later."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
@@ -19,7 +20,8 @@ from engine.model import Outcome, TimerFiring
 from engine.runtime import Runtime
 from engine.scheduler import TimerScheduler
 from engine.settings import Settings
-from engine.store.database import create_engine
+from engine.store import timers
+from engine.store.database import create_engine, driver_transaction
 from tests.integration.test_runtime import FakeClock, registry
 
 
@@ -126,3 +128,26 @@ async def test_a_failing_lane_raises_its_error_and_its_timers_wait_for_the_lease
     clock.advance(lease + timedelta(seconds=1))
     await scheduler.drain(asyncio.Event())
     await fired_once(db, ids)
+
+
+async def test_an_idle_scheduler_wakes_when_its_next_timer_comes_due(
+    settings: Settings, db: AsyncEngine
+) -> None:
+    real = Runtime(db, registry(), topic_prefix=settings.topic_prefix)  # the wall clock
+    (instance_id,) = await start_counters(real, "W", 1)
+    due = datetime.now(UTC) + timedelta(seconds=0.5)
+    async with driver_transaction(db) as conn:
+        await timers.set_timer(conn, instance_id, "idle", "open", due)
+    # Polling every 30 s, it would find the timer up to 30 s late.
+    scheduler = TimerScheduler(real, poll_interval=30.0)
+    stop = asyncio.Event()
+    running = asyncio.create_task(scheduler.run(stop))
+    try:
+        while not scheduler.fired:
+            assert datetime.now(UTC) < due + timedelta(seconds=5), "not fired 5 s after due"
+            assert not running.done()
+            await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        await running
+    await fired_once(db, [instance_id])
