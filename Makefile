@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install assets browser lint format typecheck promtool screenshots example unit stack-up stack-down stack-status migrate bench clean
+.PHONY: run test install assets browser lint format typecheck promtool screenshots example unit stack-up stack-down stack-status migrate bench bench-large clean
 
 run: stack-up install  ## stack up, install, migrate, then API + worker in the foreground
 	$(BIN)/conveyor migrate
@@ -66,14 +66,26 @@ example: stack-up install  ## the shop: Conveyor, a payment and a carrier servic
 screenshots: stack-up install browser  ## docs/console-*.png: the console's main pages in headless Chromium
 	$(BIN)/python docs/screenshots.py
 
-bench: stack-up install  ## every benchmark's table (a few minutes; wrk from Debian if missing)
+bench: stack-up install  ## every benchmark's table, then issue 16's targets beside their figures (~15 min)
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || true
+	$(BIN)/python bench/targets.py --reset
 	$(BIN)/python bench/decide.py
 	$(BIN)/python bench/runtime.py
 	$(BIN)/python bench/kafka_worker.py
+	$(BIN)/python bench/worker_process.py  # conveyor worker processes draining 20,000 events
+	$(BIN)/python bench/worker_latency.py  # one worker paced at 4,000, 2,000, 1,000 events/s
 	$(BIN)/python bench/http_api.py
-	$(BIN)/python bench/operator_queries.py --quick  # at 1,000,000 instances: without --quick (~3 min)
+	$(BIN)/python bench/operator_queries.py --quick  # 10,000 vs 100,000 instances
+	$(BIN)/python bench/timers.py  # 10,000 timers due at once
+	$(BIN)/python bench/worker_memory.py  # worker RSS under load for 1 minute
 	$(BIN)/python bench/schedules.py  # 10,000 schedules due at one instant, one and two workers
+	$(BIN)/python bench/targets.py
+
+bench-large: stack-up install  ## issue 16's figures at scale: 1,000,000 instances, 100,000 timers, RSS over 10 minutes (~25 min)
+	$(BIN)/python bench/operator_queries.py  # 10,000 vs 1,000,000 instances
+	$(BIN)/python bench/timers.py --timers 100000
+	$(BIN)/python bench/worker_memory.py --minutes 10
+	$(BIN)/python bench/targets.py
 
 clean: stack-down
 	rm -rf $(VENV) .stack .mypy_cache .ruff_cache .pytest_cache .hypothesis

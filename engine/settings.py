@@ -44,7 +44,7 @@ class Settings(BaseSettings):
         "to give the consumers all of theirs.",
     )
     worker_batch_size: int = Field(
-        1000,
+        4000,
         ge=1,
         le=20000,
         description="Kafka records a worker's consumer takes as one batch (fetched ahead while "
@@ -52,7 +52,7 @@ class Settings(BaseSettings):
         "round trips and commits among more events; a batch is redelivered whole after a crash.",
     )
     worker_lanes: int = Field(
-        2,
+        4,
         ge=1,
         le=32,
         description="Groups of partitions a batch is split into and applied concurrently, one "

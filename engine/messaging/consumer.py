@@ -64,9 +64,9 @@ BatchHook = Callable[[Sequence[Record]], None]
 class ConsumerOptions:
     """Tuning of the worker's consumer; the defaults suit production and tests alike."""
 
-    max_batch: int = 1000  # records per getmany: the bound on work in flight
+    max_batch: int = 4000  # records per batch: the bound on work in flight
     poll_timeout_ms: int = 200  # also how quickly a stop request is noticed
-    lanes: int = 2  # groups of partitions applied concurrently (one transaction each)
+    lanes: int = 4  # groups of partitions applied concurrently (one transaction each)
     start_concurrency: int = 200  # starts in flight per lane (the runtime group-commits them)
     revoke_grace: float = 5.0  # how long a rebalance waits for the batch in flight
     retry_initial: float = 0.2  # backoff after a transient failure, doubling ...
