@@ -28,6 +28,7 @@ from sqlalchemy import text
 
 from engine.dsl import EmptyPayload, State, Workflow
 from engine.model import Event
+from engine.observability import configure_logging
 from engine.registry import Registry
 from engine.runtime import Runtime
 from engine.settings import Settings
@@ -97,6 +98,7 @@ async def main() -> None:
 
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     settings = Settings(database_schema=schema, database_pool_size=32, log_level="WARNING")
+    configure_logging(settings)  # structlog's default prints every start at DEBUG
     await upgrade(settings)
     db = create_engine(settings)
     registry = Registry()

@@ -89,6 +89,8 @@ class Runtime:
         topic_prefix: str = "conveyor",
         clock: Clock = utc_now,
         send_concurrency: int = 4,
+        start_concurrency: int | None = None,
+        read_concurrency: int | None = None,
         observer: RuntimeObserver | None = None,
     ) -> None:
         self.db = db
@@ -97,11 +99,13 @@ class Runtime:
         self.clock = clock
         self.observer = observer
         self.applier = Applier(db, registry, self.topics, clock, observer)
+        # Group commits of their own for reads and starts (default: as many at once as
+        # sends); the API runs one of each at a time (see api.app).
         self._reads: GroupCommit[uuid.UUID, Instance | None] = GroupCommit(
-            self._get_many, max_batch=500, concurrency=send_concurrency
+            self._get_many, max_batch=500, concurrency=read_concurrency or send_concurrency
         )
         self._starts: GroupCommit[PreparedStart, Instance | None] = GroupCommit(
-            self._start_batch, max_batch=200, concurrency=send_concurrency
+            self._start_batch, max_batch=200, concurrency=start_concurrency or send_concurrency
         )
         # Concurrent send() calls share transactions (see engine.group_commit).
         self._group: GroupCommit[InstanceTrigger, Result] = GroupCommit(
