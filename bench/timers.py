@@ -59,6 +59,7 @@ from worker_process import (
     worker_env,
 )
 
+from engine.observability import configure_logging
 from engine.registry import load_workflows
 from engine.runtime import Runtime
 from engine.settings import Settings
@@ -392,6 +393,7 @@ def report(n: int, runs: dict[int, list[Run]], plain: list[float]) -> None:
 
 async def main_async(args: argparse.Namespace) -> None:
     settings = Settings()
+    configure_logging(settings.model_copy(update={"log_level": "WARNING"}))  # no DEBUG lines
     n = args.timers
     workdir = Path(tempfile.mkdtemp(prefix="bench_timers_"))
     module = f"bench_timers_{uuid.uuid4().hex[:8]}"
