@@ -50,6 +50,7 @@ import httpx
 from http_api import drop_schema, free_port
 from targets import record
 from worker_process import (
+    add_worker_env_option,
     cpu_snapshot,
     delete_topics,
     dsn,
@@ -440,9 +441,7 @@ def main() -> None:
         default=None,
         help="seconds from writing the timers to T (default 3 + N / 10,000; doubled on overrun)",
     )
-    parser.add_argument(
-        "--worker-env", nargs="*", default=[], metavar="NAME=VALUE", help="to try a setting"
-    )
+    add_worker_env_option(parser)
     parser.add_argument("--profile", metavar="PATH", help="py-spy the first one-worker run")
     parser.add_argument("--profile-seconds", type=float, default=15.0)
     parser.add_argument("--verbose", action="store_true", help="print each run")

@@ -80,6 +80,7 @@ from targets import record
 from worker_process import (
     ROOT,
     Cleanup,
+    add_worker_env_option,
     cpu_snapshot,
     create_topics,
     delete_topics,
@@ -623,13 +624,7 @@ def main() -> None:
     parser.add_argument(
         "--tick", type=float, default=PACED_TICK, help="seconds between the producer's rounds"
     )
-    parser.add_argument(
-        "--worker-env",
-        nargs="*",
-        default=[],
-        metavar="NAME=VALUE",
-        help="extra environment for the worker (to test a setting)",
-    )
+    add_worker_env_option(parser)
     parser.add_argument(
         "--consumer-option",
         nargs="*",

@@ -49,6 +49,7 @@ from kafka_worker import messages
 from targets import record
 from worker_process import (
     Cleanup,
+    add_worker_env_option,
     create_topics,
     delete_topics,
     dsn,
@@ -446,13 +447,7 @@ def main() -> None:
     parser.add_argument(
         "--max-lag", type=int, default=20_000, help="events the worker may be behind"
     )
-    parser.add_argument(
-        "--worker-env",
-        nargs="*",
-        default=[],
-        metavar="NAME=VALUE",
-        help="extra environment for the worker (to test a setting)",
-    )
+    add_worker_env_option(parser)
     parser.add_argument("--verbose", action="store_true", help="print every 10 s")
     asyncio.run(main_async(parser.parse_args()))
 

@@ -198,6 +198,18 @@ def worker_env(run: str, extra: Sequence[str]) -> dict[str, str]:
     return env
 
 
+def add_worker_env_option(parser: argparse.ArgumentParser) -> None:
+    """``--worker-env NAME=VALUE ...``: extra environment for the worker processes (what
+    :func:`worker_env` adds), to try a setting."""
+    parser.add_argument(
+        "--worker-env",
+        nargs="*",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for the workers (to try a setting)",
+    )
+
+
 async def start_worker(
     env: dict[str, str], extra: Sequence[str], port: int, log: IO[bytes]
 ) -> asyncio.subprocess.Process:
@@ -622,13 +634,7 @@ def main() -> None:
         default="max",
         help="progress query: max(id) (then count(*) near the end), or count(*) throughout",
     )
-    parser.add_argument(
-        "--worker-env",
-        nargs="*",
-        default=[],
-        metavar="NAME=VALUE",
-        help="extra environment for the workers (to test a setting)",
-    )
+    add_worker_env_option(parser)
     parser.add_argument("--verbose", action="store_true", help="print each run")
     parser.add_argument(
         "--profile",
